@@ -1,0 +1,67 @@
+# Fresh-machine entry points: each target creates or reuses its virtualenv, builds the extension and runs.
+#   make demo        the active-learning demo on the bundled digits data
+#   make test        CPU build + the whole test suite
+#   make bench       the benchmarks (tables into the terminal; figures recorded in benchmarks/RESULTS.md)
+#   make cuda-check  full CUDA build against the CUDA torch build (no GPU needed), ptxas report, import, CPU tests
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+CUDA_VENV ?= .venv-cuda
+PY := $(VENV)/bin/python
+CUDA_PY := $(CUDA_VENV)/bin/python
+# torch 2.13.0 is the CPU build on this workplace's local index; 2.14.1 is the CUDA 13.0 build.
+TORCH_CPU ?= torch==2.13.0
+TORCH_CUDA ?= torch==2.14.1
+DEPS := numpy pytest ninja tqdm hypothesis scikit-learn matplotlib
+export CUDA_HOME ?= /usr/local/cuda
+CUDA_ARCHS ?= 8.0;9.0+PTX
+CUDA_BUILD := build-cuda
+
+.PHONY: venv build test demo bench cuda-check clean
+
+$(VENV)/.installed:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_CPU) $(DEPS)
+	touch $@
+
+venv: $(VENV)/.installed
+
+build: $(VENV)/.installed
+	$(PY) setup.py -q build_ext --inplace
+
+test: build
+	$(PY) -c "import entropy_al, sys; b = entropy_al.backend(); print('entropy_al backend:', b); sys.exit(b != 'cpp')"
+	$(PY) -m pytest -q
+
+demo: build
+	$(PY) -m entropy_al demo
+
+bench: build
+	$(PY) benchmarks/bench_scores.py
+	$(PY) benchmarks/bench_topk.py
+	$(PY) benchmarks/bench_select.py
+
+$(CUDA_VENV)/.installed:
+	$(PYTHON) -m venv $(CUDA_VENV)
+	$(CUDA_PY) -m pip install -q $(TORCH_CUDA) $(DEPS)
+	touch $@
+
+# Builds outside the source tree so the CPU build in entropy_al/ stays usable, then tests a staged copy of the
+# package that carries the CUDA library. Fails on any compile error and on any register spill in a kernel.
+cuda-check: $(CUDA_VENV)/.installed
+	rm -rf $(CUDA_BUILD)/stage
+	TORCH_CUDA_ARCH_LIST="$(CUDA_ARCHS)" ENTROPY_AL_CUDA=1 ENTROPY_AL_PTXAS_VERBOSE=1 MAX_JOBS=2 \
+		$(CUDA_PY) setup.py build_ext --build-temp $(CUDA_BUILD)/tmp --build-lib $(CUDA_BUILD)/lib 2>&1 | tee $(CUDA_BUILD).log
+	@grep -E "ptxas info *: (Used|Compiling)" $(CUDA_BUILD).log | sed 's/^/  /' || true
+	@if grep -E "[1-9][0-9]* bytes spill (stores|loads)" $(CUDA_BUILD).log; then echo "cuda-check: a kernel spills registers"; exit 1; fi
+	mkdir -p $(CUDA_BUILD)/stage
+	cp -r entropy_al tests pyproject.toml $(CUDA_BUILD)/stage/
+	rm -f $(CUDA_BUILD)/stage/entropy_al/_C*.so
+	cp $(CUDA_BUILD)/lib/entropy_al/_C*.so $(CUDA_BUILD)/stage/entropy_al/
+	cd $(CUDA_BUILD)/stage && ENTROPY_AL_BACKEND=compiled ../../$(CUDA_PY) -c \
+		"import entropy_al as e; i = e.backend_info(); print(i); assert i['built_with_cuda'], i"
+	cd $(CUDA_BUILD)/stage && ENTROPY_AL_BACKEND=compiled ../../$(CUDA_PY) -m pytest -q -x -m "not slow"
+
+clean:
+	rm -rf build $(CUDA_BUILD) $(CUDA_BUILD).log *.egg-info entropy_al/_C*.so

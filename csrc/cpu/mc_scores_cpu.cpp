@@ -1,0 +1,117 @@
+// CPU kernel of mc_scores: one task per range of samples (at::parallel_for); per sample, each of its K rows
+// is converted to float once, then max -> exp2 -> sums -> p̄ += e / (K S) in loops the compiler vectorizes.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../mc_scores.h"
+#include "mc_scores_cpu.h"
+
+namespace entropy_al {
+namespace {
+
+// Work (in logits) below which a task is not split further.
+constexpr int64_t kGrainElements = 1 << 15;
+
+template <typename scalar_t>
+void load_row(const scalar_t* row, int64_t num_classes, int64_t stride_c, float* z) {
+  if (stride_c == 1) {
+    for (int64_t c = 0; c < num_classes; ++c) z[c] = static_cast<float>(row[c]);
+  } else {
+    for (int64_t c = 0; c < num_classes; ++c) z[c] = static_cast<float>(row[c * stride_c]);
+  }
+}
+
+struct RowSums {
+  float sum_e;    // sum_c 2^t_c
+  float sum_e_t;  // sum_c 2^t_c t_c
+  bool bad;       // NaN or +inf in the row, or no finite logit at all
+};
+
+// e_c = 2^((z_c - max) log2 e) for one row, and the sums that give its normalizer and entropy.
+inline RowSums exp_row(const float* z, int64_t num_classes, float* e) {
+  float max_z = -kInf;
+  int bad = 0;
+#pragma omp simd reduction(max : max_z) reduction(| : bad)
+  for (int64_t c = 0; c < num_classes; ++c) {
+    max_z = z[c] > max_z ? z[c] : max_z;
+    bad |= is_bad_logit(z[c]);
+  }
+  if (bad || max_z == -kInf) return {0.0f, 0.0f, true};
+  float sum_e = 0.0f, sum_e_t = 0.0f;
+#pragma omp simd reduction(+ : sum_e, sum_e_t)
+  for (int64_t c = 0; c < num_classes; ++c) {
+    float t = (z[c] - max_z) * kLog2e;
+    t = t >= kMinExp2Arg ? t : kMinExp2Arg;  // -inf logits: e = 0 and e * t = 0, not NaN
+    const float ec = fast_exp2(t);
+    e[c] = ec;
+    sum_e += ec;
+    sum_e_t += ec * t;
+  }
+  return {sum_e, sum_e_t, false};
+}
+
+inline MeanProbStats mean_prob_stats(const float* p_mean, int64_t num_classes, Score score) {
+  MeanProbStats stats;
+  if (score == Score::kEntropy || score == Score::kBald) {
+    float entropy = 0.0f;
+#pragma omp simd reduction(+ : entropy)
+    for (int64_t c = 0; c < num_classes; ++c) entropy += neg_p_log_p(p_mean[c]);
+    stats.entropy = entropy;
+  } else {
+    for (int64_t c = 0; c < num_classes; ++c) stats.add(p_mean[c]);
+  }
+  return stats;
+}
+
+template <typename scalar_t>
+void mc_scores_kernel(const scalar_t* logits,  // [K, N, C] with the strides below
+                      int64_t K, int64_t N, int64_t C, int64_t stride_k, int64_t stride_n, int64_t stride_c,
+                      Score score, float* out) {  // [N]
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / (K * C));
+  at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
+    std::vector<float> z(C), e(C), p_mean(C);
+    const float inv_passes = 1.0f / static_cast<float>(K);
+    for (int64_t n = begin; n < end; ++n) {
+      std::fill(p_mean.begin(), p_mean.end(), 0.0f);
+      float sum_row_entropy = 0.0f;
+      bool bad = false;
+      for (int64_t k = 0; k < K && !bad; ++k) {
+        load_row(logits + k * stride_k + n * stride_n, C, stride_c, z.data());
+        const RowSums sums = exp_row(z.data(), C, e.data());
+        bad = sums.bad;
+        const float r = inv_passes / sums.sum_e;  // one division per row, none per element
+        float* pm = p_mean.data();
+        const float* ep = e.data();
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) pm[c] += ep[c] * r;
+        if (score == Score::kBald) sum_row_entropy += row_entropy(sums.sum_e, sums.sum_e_t);
+      }
+      const MeanProbStats stats = bad ? MeanProbStats{} : mean_prob_stats(p_mean.data(), C, score);
+      out[n] = finalize_score(score, stats, sum_row_entropy * inv_passes, bad);
+    }
+  });
+}
+
+}  // namespace
+
+at::Tensor mc_scores_cpu(const at::Tensor& logits, c10::string_view score_name) {
+  check_logits("mc_scores", logits);
+  const Score score = parse_score("mc_scores", score_name, logits.size(2));
+  const int64_t K = logits.size(0), N = logits.size(1), C = logits.size(2);
+  at::Tensor out = at::empty({N}, logits.options().dtype(at::kFloat));
+  if (N == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mc_scores_cpu", [&] {
+    mc_scores_kernel<scalar_t>(logits.const_data_ptr<scalar_t>(), K, N, C, logits.stride(0), logits.stride(1),
+                               logits.stride(2), score, out.mutable_data_ptr<float>());
+  });
+  return out;
+}
+
+TORCH_LIBRARY_IMPL(entropy_al, CPU, m) { m.impl("mc_scores", &mc_scores_cpu); }
+
+}  // namespace entropy_al

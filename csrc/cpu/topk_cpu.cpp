@@ -1,0 +1,72 @@
+// CPU streaming top-k: the state is the best keys so far, sorted descending. A block only contributes keys
+// above the current k-th best (typically few once the state is full), which are sorted and merged in O(k).
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <functional>
+#include <vector>
+
+#include "../mc_scores.h"
+#include "mc_scores_cpu.h"
+
+namespace entropy_al {
+namespace {
+
+at::Tensor merge_block(const float* scores, int64_t count, const at::Tensor& state_in, int64_t offset, int64_t k) {
+  const at::Tensor state = state_in.contiguous();
+  const int64_t kept = state.numel();
+  const int64_t* state_keys = state.const_data_ptr<int64_t>();
+  // Once the state holds k keys, a candidate must beat its last (k-th best) key to matter.
+  const bool full = kept >= k;
+  const int64_t threshold = (full && k > 0) ? state_keys[kept - 1] : INT64_MIN;
+  std::vector<int64_t> candidates;
+  if (k > 0) {
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t key = encode_key(scores[i], offset + i);
+      if (!full || key > threshold) candidates.push_back(key);
+    }
+  }
+  const int64_t merged = std::min<int64_t>(k, kept + static_cast<int64_t>(candidates.size()));
+  at::Tensor out = at::empty({merged}, state.options());
+  if (merged == 0) return out;
+  // Only the best `merged` candidates can survive; sort just those.
+  const int64_t useful = std::min<int64_t>(merged, static_cast<int64_t>(candidates.size()));
+  std::partial_sort(candidates.begin(), candidates.begin() + useful, candidates.end(), std::greater<int64_t>());
+  int64_t* out_keys = out.mutable_data_ptr<int64_t>();
+  int64_t a = 0, b = 0;
+  for (int64_t i = 0; i < merged; ++i) {
+    const bool take_state = b >= useful || (a < kept && state_keys[a] > candidates[b]);
+    out_keys[i] = take_state ? state_keys[a++] : candidates[b++];
+  }
+  return out;
+}
+
+at::Tensor topk_update_cpu(const at::Tensor& scores, const at::Tensor& state, int64_t offset, int64_t k) {
+  TORCH_CHECK_TYPE(scores.dim() == 1 && scores.is_floating_point(),
+                   "topk_update: expected `scores` to be a 1-D floating tensor, got ", scores.scalar_type(),
+                   " tensor of shape ", scores.sizes());
+  check_topk_state("topk_update", state, scores.device(), offset, scores.numel(), k);
+  const at::Tensor block = scores.to(at::kFloat).contiguous();
+  return merge_block(block.const_data_ptr<float>(), block.numel(), state, offset, k);
+}
+
+at::Tensor mc_topk_update_cpu(const at::Tensor& logits, const at::Tensor& state, int64_t offset, int64_t k,
+                              c10::string_view score) {
+  check_logits("mc_topk_update", logits);
+  parse_score("mc_topk_update", score, logits.size(2));
+  check_topk_state("mc_topk_update", state, logits.device(), offset, logits.size(1), k);
+  const at::Tensor block = mc_scores_cpu(logits, score);
+  return merge_block(block.const_data_ptr<float>(), block.numel(), state, offset, k);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(entropy_al, CPU, m) {
+  m.impl("topk_update", &topk_update_cpu);
+  m.impl("mc_topk_update", &mc_topk_update_cpu);
+}
+
+}  // namespace entropy_al

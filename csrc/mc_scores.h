@@ -1,0 +1,59 @@
+// Host-side declarations shared by every backend: argument checks (one source of truth for the error
+// messages, which entropy_al/ops.py repeats word for word) and the score-name parser.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <string>
+#include <string_view>
+
+#include "mc_scores_math.h"
+
+namespace entropy_al {
+
+inline Score parse_score(const char* op, std::string_view name, int64_t num_classes) {
+  Score score;
+  if (name == "entropy") {
+    score = Score::kEntropy;
+  } else if (name == "bald") {
+    score = Score::kBald;
+  } else if (name == "margin") {
+    score = Score::kMargin;
+  } else if (name == "least_confidence") {
+    score = Score::kLeastConfidence;
+  } else {
+    TORCH_CHECK_VALUE(false, op, ": expected `score` to be one of 'entropy', 'bald', 'margin', 'least_confidence', got '",
+                      std::string(name), "'");
+  }
+  TORCH_CHECK_VALUE(score != Score::kMargin || num_classes >= 2, op,
+                    ": score 'margin' needs C >= 2 classes, got C = ", num_classes);
+  return score;
+}
+
+inline void check_logits(const char* op, const at::Tensor& logits) {
+  TORCH_CHECK_VALUE(logits.dim() == 3, op, ": expected `logits` of shape [K, N, C] (3 dims), got shape ",
+                    logits.sizes());
+  const auto dtype = logits.scalar_type();
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kDouble, op,
+                   ": expected `logits` of dtype float32, float16, bfloat16 or float64, got ", dtype);
+  TORCH_CHECK_VALUE(logits.size(0) >= 1, op, ": expected `logits` with K = size(0) >= 1 MC passes, got K = ",
+                    logits.size(0));
+  TORCH_CHECK_VALUE(logits.size(2) >= 1, op, ": expected `logits` with C = size(2) >= 1 classes, got C = ",
+                    logits.size(2));
+}
+
+inline void check_topk_state(const char* op, const at::Tensor& state, const at::Device& device, int64_t offset,
+                             int64_t count, int64_t k) {
+  TORCH_CHECK_TYPE(state.dim() == 1 && state.scalar_type() == at::kLong, op,
+                   ": expected `state` to be a 1-D int64 tensor of keys, got ", state.scalar_type(),
+                   " tensor of shape ", state.sizes());
+  TORCH_CHECK_VALUE(state.device() == device, op, ": expected `state` on ", device, " like the scores, got ",
+                    state.device());
+  TORCH_CHECK_VALUE(k >= 0, op, ": expected `k` to be an int >= 0, got ", k);
+  TORCH_CHECK_VALUE(offset >= 0, op, ": expected `offset` to be an int >= 0, got ", offset);
+  TORCH_CHECK_VALUE(offset + count - 1 <= int64_t{0xffffffff}, op,
+                    ": pool indices must be below 2**32, got a block ending at index ", offset + count - 1);
+}
+
+}  // namespace entropy_al

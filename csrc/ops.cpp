@@ -1,0 +1,41 @@
+// The schemas of every entropy_al op (the API contract) and the empty Python module that lets
+// `torch.ops.load_library` and `import entropy_al._C` find this library.
+#include <Python.h>
+#include <torch/library.h>
+#include <torch/version.h>
+
+#include <string>
+
+extern "C" PyObject* PyInit__C(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
+
+namespace entropy_al {
+
+#ifdef WITH_CUDA
+std::string cuda_arch_list();  // csrc/cuda: the architectures nvcc compiled for
+#endif
+
+// "key=value;..." facts about this build, for `python -m entropy_al info`.
+std::string build_info() {
+#ifdef WITH_CUDA
+  const std::string cuda = "cuda=1;archs=" + cuda_arch_list();
+#else
+  const std::string cuda = "cuda=0;archs=";
+#endif
+  return cuda + ";torch=" + TORCH_VERSION;
+}
+
+TORCH_LIBRARY(entropy_al, m) {
+  // [K, N, C] logits of K MC passes -> float32 [N] scores of the mean softmax; score names as in SPEC §1.
+  m.def("mc_scores(Tensor logits, str score) -> Tensor");
+  // Merges float scores [B] of pool indices offset.. into the int64 keys `state` (descending); returns the
+  // best min(k, len(state) + B) keys, descending.
+  m.def("topk_update(Tensor scores, Tensor state, int offset, int k) -> Tensor");
+  // mc_scores of a [K, B, C] logit block fused with topk_update.
+  m.def("mc_topk_update(Tensor logits, Tensor state, int offset, int k, str score) -> Tensor");
+  m.def("_build_info() -> str", &build_info);
+}
+
+}  // namespace entropy_al

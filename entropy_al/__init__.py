@@ -1,0 +1,20 @@
+"""entropy_al: fast MC-dropout uncertainty sampling for active learning.
+
+The compiled kernels load first (or the pure-PyTorch fallback takes over, see ``backend()``), then the API.
+"""
+
+from ._extension import backend, backend_info
+from .ops import mc_scores, mc_topk_update, topk_update
+from .topk import StreamingTopK
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "backend",
+    "backend_info",
+    "mc_scores",
+    "mc_topk_update",
+    "topk_update",
+    "StreamingTopK",
+    "__version__",
+]

@@ -1,0 +1,63 @@
+"""Dataset items and batches: what the model is called with, and where the labels are.
+
+A collated batch is a tensor (``model(x)``), a mapping (``model(**batch)``, any ``Mapping``, not only an exact
+``dict`` as in DISTIL) or a sequence whose first element is the input (an ``(x, y)`` item collates to ``[x, y]``;
+DISTIL crashes there). Labels are the second element of a sequence or the ``"labels"`` key of a mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["batch_labels", "call_model", "model_input", "to_device"]
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    """Moves a tensor, or the tensor values of a mapping or sequence (recursively), to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, Mapping):
+        return {key: to_device(item, device) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_device(item, device) for item in value]
+    if hasattr(value, "to"):  # e.g. a transformers BatchEncoding or a user batch type
+        return value.to(device)
+    return value
+
+
+def model_input(batch: Any, where: str) -> torch.Tensor | Mapping[str, Any]:
+    """The part of a collated batch the model is called with: the tensor, the mapping, or a sequence's first item."""
+    if isinstance(batch, (torch.Tensor, Mapping)):
+        return batch
+    if isinstance(batch, Sequence) and not isinstance(batch, (str, bytes)) and len(batch) > 0:
+        first = batch[0]
+        if isinstance(first, (torch.Tensor, Mapping)):
+            return first
+    raise TypeError(
+        f"{where}: expected dataset items to be tensors, mappings (the model is called as model(**item)) or "
+        f"(x, y) pairs, got a batch of type {type(batch).__name__}"
+    )
+
+
+def call_model(model: nn.Module, inputs: torch.Tensor | Mapping[str, Any], **kwargs: Any) -> Any:
+    """``model(inputs, **kwargs)``, or ``model(**inputs, **kwargs)`` for a mapping."""
+    if isinstance(inputs, Mapping):
+        return model(**inputs, **kwargs)
+    return model(inputs, **kwargs)
+
+
+def batch_labels(batch: Any, where: str) -> torch.Tensor:
+    """The labels of a collated batch: ``y`` of ``(x, y)`` items, or the ``"labels"`` key of mapping items."""
+    if isinstance(batch, Mapping):
+        if "labels" in batch:
+            return batch["labels"]
+    elif isinstance(batch, Sequence) and not isinstance(batch, (str, bytes)) and len(batch) >= 2:
+        return batch[1]
+    raise ValueError(
+        f"{where}: predict_labels=False needs labelled items, (x, y) pairs or mappings with a 'labels' key; "
+        f"got a batch of type {type(batch).__name__}"
+    )

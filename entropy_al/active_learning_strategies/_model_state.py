@@ -1,0 +1,129 @@
+"""Context managers that set a model's train/eval flags for inference and put everything back afterwards.
+
+Whatever happens inside (including an exception from the model halfway through a pool), on exit every module's
+``training`` flag, every parameter and every buffer is exactly as it was on entry: the same tensor objects, with
+the same values. DISTIL calls ``model.train()`` and never restores it, so its selection silently overwrites
+BatchNorm running statistics; these managers exist to make that impossible.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+__all__ = ["DROPOUT_LIKE", "eval_mode", "is_dropout_like", "mc_mode", "preserved_state"]
+
+# Modules whose train mode differs from eval mode only by dropout: the transformer modules use attention dropout
+# (a float, not a submodule) and take a fused "fast path" in eval that skips their Dropout children altogether.
+DROPOUT_LIKE: tuple[type[nn.Module], ...] = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+    nn.MultiheadAttention,
+    nn.TransformerEncoderLayer,
+    nn.TransformerDecoderLayer,
+    nn.TransformerEncoder,
+    nn.TransformerDecoder,
+    nn.Transformer,
+)
+
+
+def is_dropout_like(module: nn.Module) -> bool:
+    """Whether ``module``'s train mode only adds dropout (see :data:`DROPOUT_LIKE`)."""
+    return isinstance(module, DROPOUT_LIKE)
+
+
+def _unchanged(current: torch.Tensor, saved: torch.Tensor) -> bool:
+    return current.shape == saved.shape and current.dtype == saved.dtype and torch.equal(current, saved)
+
+
+@contextmanager
+def preserved_state(model: nn.Module, *, parameters: bool = True) -> Iterator[None]:
+    """Restores every module's ``training`` flag, buffers and (optionally) parameters on exit.
+
+    Tensors are restored in place, into the original objects (an optimizer holding them keeps working), and
+    only where their values changed, so that untouched tensors keep their autograd version counters.
+
+    Args:
+        model: the module tree to protect.
+        parameters: also snapshot the parameters. This costs one copy of the weights for the duration of the
+            block; eval-mode inference never writes parameters, so eval-only callers pass ``False``.
+    """
+    modules = list(model.modules())
+    flags = [module.training for module in modules]
+    # (owner dict, name, original tensor, snapshot); shared tensors are copied once.
+    slots: list[tuple[dict[str, torch.Tensor | None], str, torch.Tensor, torch.Tensor]] = []
+    copies: dict[int, torch.Tensor] = {}
+    for module in modules:
+        owners = [module._buffers] + ([module._parameters] if parameters else [])
+        for owner in owners:
+            for name, tensor in owner.items():
+                if tensor is None:
+                    continue
+                if id(tensor) not in copies:
+                    copies[id(tensor)] = tensor.detach().clone()
+                slots.append((owner, name, tensor, copies[id(tensor)]))
+    try:
+        yield
+    finally:
+        for module, flag in zip(modules, flags):
+            module.training = flag
+        restored: set[int] = set()
+        with torch.no_grad():
+            for owner, name, tensor, saved in slots:
+                if owner.get(name) is not tensor:
+                    owner[name] = tensor  # the forward re-bound the attribute: put the original object back
+                if id(tensor) in restored:
+                    continue
+                restored.add(id(tensor))
+                if not _unchanged(tensor, saved):
+                    if tensor.shape == saved.shape and tensor.dtype == saved.dtype:
+                        tensor.copy_(saved)
+                    else:  # resized in place: take the snapshot's storage, shape and dtype back
+                        tensor.set_(saved)
+
+
+@contextmanager
+def mc_mode(model: nn.Module, mode: str) -> Iterator[None]:
+    """Puts ``model`` in an MC-dropout mode for the block, then restores its full state (:func:`preserved_state`).
+
+    Args:
+        model: the network.
+        mode: ``"dropout"``: ``model.eval()``, then only the modules of :data:`DROPOUT_LIKE` in train mode, so
+            BatchNorm uses its running statistics and scores do not depend on batch composition; warns when the
+            model has no such module (the passes would be identical). ``"train"``: DISTIL's ``model.train()``.
+    """
+    with preserved_state(model):
+        if mode == "train":
+            model.train()
+        elif mode == "dropout":
+            model.eval()
+            stochastic = [module for module in model.modules() if is_dropout_like(module)]
+            for module in stochastic:
+                module.training = True  # set the flag directly: .train() would also flip the children
+            if not stochastic:
+                warnings.warn(
+                    f"{type(model).__name__} has no dropout module (nn.Dropout*, nn.AlphaDropout, "
+                    "nn.MultiheadAttention, ...), so every MC pass gives the same output in mc_mode 'dropout'. "
+                    "If it calls F.dropout(training=self.training) itself, set args['mc_mode'] = 'train'.",
+                    UserWarning,
+                    stacklevel=4,
+                )
+        else:
+            raise ValueError(f"mc_mode: expected 'dropout' or 'train', got {mode!r}")
+        yield
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model.eval()`` for the block; flags and buffers restored on exit (eval never writes parameters)."""
+    with preserved_state(model, parameters=False):
+        model.eval()
+        yield

@@ -1,0 +1,134 @@
+"""The public ops: MC-dropout scores and the streaming top-k merge, on whichever backend is active.
+
+Every function checks its arguments here, with the same messages the C++ kernels use, so that misuse reads the
+same on every backend, then calls the compiled op (``torch.ops.entropy_al.*``) or the pure-PyTorch fallback.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import reference
+from ._extension import EXTENSION_LOADED, backend
+
+__all__ = ["mc_scores", "topk_update", "mc_topk_update", "check_logits", "check_score"]
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def check_score(op: str, score: str, num_classes: int | None = None) -> None:
+    if not isinstance(score, str) or score not in reference.SCORES:
+        raise ValueError(
+            f"{op}: expected `score` to be one of 'entropy', 'bald', 'margin', 'least_confidence', got {score!r}"
+        )
+    if score == "margin" and num_classes is not None and num_classes < 2:
+        raise ValueError(f"{op}: score 'margin' needs C >= 2 classes, got C = {num_classes}")
+
+
+def check_logits(op: str, logits: torch.Tensor) -> None:
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"{op}: expected `logits` to be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dim() != 3:
+        raise ValueError(f"{op}: expected `logits` of shape [K, N, C] (3 dims), got shape {tuple(logits.shape)}")
+    if logits.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"{op}: expected `logits` of dtype float32, float16, bfloat16 or float64, got {logits.dtype}"
+        )
+    if logits.shape[0] < 1:
+        raise ValueError(f"{op}: expected `logits` with K = size(0) >= 1 MC passes, got K = {logits.shape[0]}")
+    if logits.shape[2] < 1:
+        raise ValueError(f"{op}: expected `logits` with C = size(2) >= 1 classes, got C = {logits.shape[2]}")
+
+
+def _check_topk_state(op: str, state: torch.Tensor, device: torch.device, offset: int, count: int, k: int) -> None:
+    if not isinstance(state, torch.Tensor) or state.dim() != 1 or state.dtype != torch.int64:
+        got = f"{state.dtype} tensor of shape {tuple(state.shape)}" if isinstance(state, torch.Tensor) else state
+        raise TypeError(f"{op}: expected `state` to be a 1-D int64 tensor of keys, got {got}")
+    if state.device != device:
+        raise ValueError(f"{op}: expected `state` on {device} like the scores, got {state.device}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"{op}: expected `k` to be an int >= 0, got {k!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"{op}: expected `offset` to be an int >= 0, got {offset!r}")
+    if offset + count - 1 > reference.MAX_POOL_INDEX:
+        raise ValueError(
+            f"{op}: pool indices must be below 2**32, got a block ending at index {offset + count - 1}"
+        )
+
+
+def mc_scores(logits: torch.Tensor, score: str = "entropy") -> torch.Tensor:
+    """Scores each sample of an MC-dropout logit stack.
+
+    Args:
+        logits: ``[K, N, C]`` logits of K stochastic passes over N samples with C classes; float32, float16,
+            bfloat16 or float64; any strides; CPU or CUDA. ``-inf`` is a valid logit (probability 0); NaN or
+            ``+inf`` anywhere in a sample make its score NaN.
+        score: ``"entropy"`` H(p̄), ``"bald"`` H(p̄) − mean_k H(p_k), ``"margin"`` p̄₍₂₎ − p̄₍₁₎ (C ≥ 2) or
+            ``"least_confidence"`` −max p̄, where p̄ is the mean over passes of softmax(logits); higher means
+            more uncertain. Natural log, 0·log 0 = 0.
+
+    Returns:
+        float32 ``[N]`` on the device of ``logits``.
+    """
+    check_logits("mc_scores", logits)
+    check_score("mc_scores", score, logits.shape[2])
+    if backend(logits.device) == "torch":
+        return reference.mc_scores_reference(logits, score, compute_dtype=torch.float32)
+    return torch.ops.entropy_al.mc_scores.default(logits, score)
+
+
+def topk_update(scores: torch.Tensor, state: torch.Tensor, offset: int, k: int) -> torch.Tensor:
+    """Merges a block of scores into a running top-k and returns the new state.
+
+    Args:
+        scores: ``[B]`` floating scores of the pool samples ``offset … offset + B − 1``.
+        state: ``[m]`` int64 keys (see :func:`entropy_al.reference.encode_keys`), descending, on the device of
+            ``scores``; start from an empty tensor.
+        offset: pool index of ``scores[0]``.
+        k: how many of the best samples to keep.
+
+    Returns:
+        ``[min(k, m + B)]`` int64 keys, descending: score descending, ties to the lower index, NaN last.
+    """
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 1 or not scores.is_floating_point():
+        got = f"{scores.dtype} tensor of shape {tuple(scores.shape)}" if isinstance(scores, torch.Tensor) else scores
+        raise TypeError(f"topk_update: expected `scores` to be a 1-D floating tensor, got {got}")
+    _check_topk_state("topk_update", state, scores.device, offset, scores.numel(), k)
+    if backend(scores.device) == "torch":
+        return reference.topk_update_reference(scores, state, offset, k)
+    return torch.ops.entropy_al.topk_update.default(scores, state, offset, k)
+
+
+def mc_topk_update(
+    logits: torch.Tensor, state: torch.Tensor, offset: int, k: int, score: str = "entropy"
+) -> torch.Tensor:
+    """Scores a ``[K, B, C]`` logit block (as :func:`mc_scores`) and merges it into a running top-k in one call.
+
+    Same ``state``, ``offset``, ``k`` and result as :func:`topk_update`; the block's scores never leave the op.
+    """
+    check_logits("mc_topk_update", logits)
+    check_score("mc_topk_update", score, logits.shape[2])
+    _check_topk_state("mc_topk_update", state, logits.device, offset, logits.shape[1], k)
+    if backend(logits.device) == "torch":
+        scores = reference.mc_scores_reference(logits, score, compute_dtype=torch.float32)
+        return reference.topk_update_reference(scores, state, offset, k)
+    return torch.ops.entropy_al.mc_topk_update.default(logits, state, offset, k, score)
+
+
+if EXTENSION_LOADED:
+
+    @torch.library.register_fake("entropy_al::mc_scores")
+    def _mc_scores_fake(logits, score):
+        torch._check(logits.dim() == 3, lambda: "mc_scores: expected `logits` of shape [K, N, C]")
+        return logits.new_empty(logits.shape[1], dtype=torch.float32)
+
+    def _merged_size(state, count, k):
+        return torch.sym_min(k, state.shape[0] + count)
+
+    @torch.library.register_fake("entropy_al::topk_update")
+    def _topk_update_fake(scores, state, offset, k):
+        return state.new_empty(_merged_size(state, scores.shape[0], k))
+
+    @torch.library.register_fake("entropy_al::mc_topk_update")
+    def _mc_topk_update_fake(logits, state, offset, k, score):
+        return state.new_empty(_merged_size(state, logits.shape[1], k))
