@@ -68,11 +68,89 @@ inline MeanProbStats mean_prob_stats(const float* p_mean, int64_t num_classes, S
   return stats;
 }
 
+// Few classes: a row is too short to vectorize over, so vectorize over kLanes samples at once instead. The
+// tile holds z[c][lane] for one pass; every loop below runs over lanes with unit stride.
+constexpr int64_t kLanes = 8;
+constexpr int64_t kSmallClasses = 16;
+
+template <typename scalar_t>
+void small_classes_tile(const scalar_t* logits, int64_t K, int64_t C, int64_t stride_k, int64_t stride_n,
+                        int64_t stride_c, Score score, int64_t first, int64_t count, float* out) {
+  float z[kSmallClasses][kLanes], e[kSmallClasses][kLanes], p_mean[kSmallClasses][kLanes] = {};
+  float sum_row_entropy[kLanes] = {};
+  int bad[kLanes] = {};
+  const float inv_passes = 1.0f / static_cast<float>(K);
+  for (int64_t k = 0; k < K; ++k) {
+    for (int64_t j = 0; j < kLanes; ++j) {
+      const scalar_t* row = logits + k * stride_k + (first + std::min(j, count - 1)) * stride_n;
+      for (int64_t c = 0; c < C; ++c) z[c][j] = static_cast<float>(row[c * stride_c]);
+    }
+    float max_z[kLanes], sum_e[kLanes] = {}, sum_e_t[kLanes] = {}, r[kLanes];
+#pragma omp simd
+    for (int64_t j = 0; j < kLanes; ++j) max_z[j] = -kInf;
+    for (int64_t c = 0; c < C; ++c) {
+#pragma omp simd
+      for (int64_t j = 0; j < kLanes; ++j) {
+        max_z[j] = z[c][j] > max_z[j] ? z[c][j] : max_z[j];
+        bad[j] |= is_bad_logit(z[c][j]);
+      }
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < kLanes; ++j) bad[j] |= max_z[j] == -kInf;
+    for (int64_t c = 0; c < C; ++c) {
+#pragma omp simd
+      for (int64_t j = 0; j < kLanes; ++j) {
+        float t = (z[c][j] - max_z[j]) * kLog2e;
+        t = t >= kMinExp2Arg ? t : kMinExp2Arg;
+        e[c][j] = fast_exp2(t);
+        sum_e[j] += e[c][j];
+        sum_e_t[j] += e[c][j] * t;
+      }
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < kLanes; ++j) r[j] = inv_passes / sum_e[j];
+    for (int64_t c = 0; c < C; ++c) {
+#pragma omp simd
+      for (int64_t j = 0; j < kLanes; ++j) p_mean[c][j] += e[c][j] * r[j];
+    }
+    if (score == Score::kBald) {
+#pragma omp simd
+      for (int64_t j = 0; j < kLanes; ++j) sum_row_entropy[j] += row_entropy(sum_e[j], sum_e_t[j]);
+    }
+  }
+  float entropy[kLanes] = {};
+  if (score == Score::kEntropy || score == Score::kBald) {
+    for (int64_t c = 0; c < C; ++c) {
+#pragma omp simd
+      for (int64_t j = 0; j < kLanes; ++j) entropy[j] += neg_p_log_p(p_mean[c][j]);
+    }
+  }
+  for (int64_t j = 0; j < count; ++j) {
+    MeanProbStats stats;
+    if (score == Score::kMargin || score == Score::kLeastConfidence) {
+      for (int64_t c = 0; c < C; ++c) stats.add(p_mean[c][j]);
+    }
+    stats.entropy = entropy[j];
+    out[first + j] = finalize_score(score, stats, sum_row_entropy[j] * inv_passes, bad[j] != 0);
+  }
+}
+
 template <typename scalar_t>
 void mc_scores_kernel(const scalar_t* logits,  // [K, N, C] with the strides below
                       int64_t K, int64_t N, int64_t C, int64_t stride_k, int64_t stride_n, int64_t stride_c,
                       Score score, float* out) {  // [N]
   const int64_t grain = std::max<int64_t>(1, kGrainElements / (K * C));
+  if (C <= kSmallClasses) {
+    const int64_t tiles = (N + kLanes - 1) / kLanes;
+    at::parallel_for(0, tiles, std::max<int64_t>(1, grain / kLanes), [&](int64_t begin, int64_t end) {
+      for (int64_t tile = begin; tile < end; ++tile) {
+        const int64_t first = tile * kLanes;
+        small_classes_tile(logits, K, C, stride_k, stride_n, stride_c, score, first,
+                           std::min(kLanes, N - first), out);
+      }
+    });
+    return;
+  }
   at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> z(C), e(C), p_mean(C);
     const float inv_passes = 1.0f / static_cast<float>(K);
