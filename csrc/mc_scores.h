@@ -12,6 +12,11 @@
 
 namespace entropy_al {
 
+// "torch.int64" rather than "Long": the name users write, as the Python layer prints it.
+inline std::string dtype_name(at::ScalarType dtype) {
+  return "torch." + std::string(c10::getDtypeNames(dtype).first);
+}
+
 inline Score parse_score(const char* op, std::string_view name, int64_t num_classes) {
   Score score;
   if (name == "entropy") {
@@ -36,7 +41,7 @@ inline void check_logits(const char* op, const at::Tensor& logits) {
                     logits.sizes());
   const auto dtype = logits.scalar_type();
   TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kDouble, op,
-                   ": expected `logits` of dtype float32, float16, bfloat16 or float64, got ", dtype);
+                   ": expected `logits` of dtype float32, float16, bfloat16 or float64, got ", dtype_name(dtype));
   TORCH_CHECK_VALUE(logits.size(0) >= 1, op, ": expected `logits` with K = size(0) >= 1 MC passes, got K = ",
                     logits.size(0));
   TORCH_CHECK_VALUE(logits.size(2) >= 1, op, ": expected `logits` with C = size(2) >= 1 classes, got C = ",
@@ -46,7 +51,7 @@ inline void check_logits(const char* op, const at::Tensor& logits) {
 inline void check_topk_state(const char* op, const at::Tensor& state, const at::Device& device, int64_t offset,
                              int64_t count, int64_t k) {
   TORCH_CHECK_TYPE(state.dim() == 1 && state.scalar_type() == at::kLong, op,
-                   ": expected `state` to be a 1-D int64 tensor of keys, got ", state.scalar_type(),
+                   ": expected `state` to be a 1-D int64 tensor of keys, got ", dtype_name(state.scalar_type()),
                    " tensor of shape ", state.sizes());
   TORCH_CHECK_VALUE(state.device() == device, op, ": expected `state` on ", device, " like the scores, got ",
                     state.device());

@@ -29,7 +29,7 @@ def check_logits(op: str, logits: torch.Tensor) -> None:
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"{op}: expected `logits` to be a torch.Tensor, got {type(logits).__name__}")
     if logits.dim() != 3:
-        raise ValueError(f"{op}: expected `logits` of shape [K, N, C] (3 dims), got shape {tuple(logits.shape)}")
+        raise ValueError(f"{op}: expected `logits` of shape [K, N, C] (3 dims), got shape {list(logits.shape)}")
     if logits.dtype not in _FLOAT_DTYPES:
         raise TypeError(
             f"{op}: expected `logits` of dtype float32, float16, bfloat16 or float64, got {logits.dtype}"
@@ -42,7 +42,7 @@ def check_logits(op: str, logits: torch.Tensor) -> None:
 
 def _check_topk_state(op: str, state: torch.Tensor, device: torch.device, offset: int, count: int, k: int) -> None:
     if not isinstance(state, torch.Tensor) or state.dim() != 1 or state.dtype != torch.int64:
-        got = f"{state.dtype} tensor of shape {tuple(state.shape)}" if isinstance(state, torch.Tensor) else state
+        got = f"{state.dtype} tensor of shape {list(state.shape)}" if isinstance(state, torch.Tensor) else state
         raise TypeError(f"{op}: expected `state` to be a 1-D int64 tensor of keys, got {got}")
     if state.device != device:
         raise ValueError(f"{op}: expected `state` on {device} like the scores, got {state.device}")
@@ -91,7 +91,7 @@ def topk_update(scores: torch.Tensor, state: torch.Tensor, offset: int, k: int) 
         ``[min(k, m + B)]`` int64 keys, descending: score descending, ties to the lower index, NaN last.
     """
     if not isinstance(scores, torch.Tensor) or scores.dim() != 1 or not scores.is_floating_point():
-        got = f"{scores.dtype} tensor of shape {tuple(scores.shape)}" if isinstance(scores, torch.Tensor) else scores
+        got = f"{scores.dtype} tensor of shape {list(scores.shape)}" if isinstance(scores, torch.Tensor) else scores
         raise TypeError(f"topk_update: expected `scores` to be a 1-D floating tensor, got {got}")
     _check_topk_state("topk_update", state, scores.device, offset, scores.numel(), k)
     if backend(scores.device) == "torch":

@@ -1,6 +1,5 @@
 // CPU streaming top-k: the state is the best keys so far, sorted descending. A block only contributes keys
 // above the current k-th best (typically few once the state is full), which are sorted and merged in O(k).
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -46,7 +45,7 @@ at::Tensor merge_block(const float* scores, int64_t count, const at::Tensor& sta
 
 at::Tensor topk_update_cpu(const at::Tensor& scores, const at::Tensor& state, int64_t offset, int64_t k) {
   TORCH_CHECK_TYPE(scores.dim() == 1 && scores.is_floating_point(),
-                   "topk_update: expected `scores` to be a 1-D floating tensor, got ", scores.scalar_type(),
+                   "topk_update: expected `scores` to be a 1-D floating tensor, got ", dtype_name(scores.scalar_type()),
                    " tensor of shape ", scores.sizes());
   check_topk_state("topk_update", state, scores.device(), offset, scores.numel(), k);
   const at::Tensor block = scores.to(at::kFloat).contiguous();
