@@ -55,12 +55,13 @@ inline RowSums exp_row(const float* z, int64_t num_classes, float* e) {
   return {sum_e, sum_e_t, false};
 }
 
-inline MeanProbStats mean_prob_stats(const float* p_mean, int64_t num_classes, Score score) {
+// p_mean holds num_classes values followed by zeros up to padded.
+inline MeanProbStats mean_prob_stats(const float* p_mean, int64_t num_classes, int64_t padded, Score score) {
   MeanProbStats stats;
   if (score == Score::kEntropy || score == Score::kBald) {
     float entropy = 0.0f;
 #pragma omp simd reduction(+ : entropy)
-    for (int64_t c = 0; c < num_classes; ++c) entropy += neg_p_log_p(p_mean[c]);
+    for (int64_t c = 0; c < padded; ++c) entropy += neg_p_log_p(p_mean[c]);
     stats.entropy = entropy;
   } else {
     for (int64_t c = 0; c < num_classes; ++c) stats.add(p_mean[c]);
@@ -151,8 +152,10 @@ void mc_scores_kernel(const scalar_t* logits,  // [K, N, C] with the strides bel
     });
     return;
   }
+  // Rows are padded with -inf (probability 0) to a whole number of vectors, so no loop has a scalar tail.
+  const int64_t padded = (C + kLanes - 1) / kLanes * kLanes;
   at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
-    std::vector<float> z(C), e(C), p_mean(C);
+    std::vector<float> z(padded, -kInf), e(padded), p_mean(padded);
     const float inv_passes = 1.0f / static_cast<float>(K);
     for (int64_t n = begin; n < end; ++n) {
       std::fill(p_mean.begin(), p_mean.end(), 0.0f);
@@ -160,16 +163,16 @@ void mc_scores_kernel(const scalar_t* logits,  // [K, N, C] with the strides bel
       bool bad = false;
       for (int64_t k = 0; k < K && !bad; ++k) {
         load_row(logits + k * stride_k + n * stride_n, C, stride_c, z.data());
-        const RowSums sums = exp_row(z.data(), C, e.data());
+        const RowSums sums = exp_row(z.data(), padded, e.data());
         bad = sums.bad;
         const float r = inv_passes / sums.sum_e;  // one division per row, none per element
         float* pm = p_mean.data();
         const float* ep = e.data();
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) pm[c] += ep[c] * r;
+        for (int64_t c = 0; c < padded; ++c) pm[c] += ep[c] * r;
         if (score == Score::kBald) sum_row_entropy += row_entropy(sums.sum_e, sums.sum_e_t);
       }
-      const MeanProbStats stats = bad ? MeanProbStats{} : mean_prob_stats(p_mean.data(), C, score);
+      const MeanProbStats stats = bad ? MeanProbStats{} : mean_prob_stats(p_mean.data(), C, padded, score);
       out[n] = finalize_score(score, stats, sum_row_entropy * inv_passes, bad);
     }
   });
