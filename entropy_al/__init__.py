@@ -6,6 +6,14 @@ The compiled kernels load first (or the pure-PyTorch fallback takes over, see ``
 from ._extension import backend, backend_info
 from .ops import mc_scores, mc_topk_update, topk_update
 from .topk import StreamingTopK
+from .active_learning_strategies import (
+    BALDDropout,
+    EntropySamplingDropout,
+    LeastConfidenceSamplingDropout,
+    MarginSamplingDropout,
+    ScoreStreamingStrategy,
+    Strategy,
+)
 
 __version__ = "0.1.0"
 
@@ -16,5 +24,11 @@ __all__ = [
     "mc_topk_update",
     "topk_update",
     "StreamingTopK",
+    "Strategy",
+    "ScoreStreamingStrategy",
+    "EntropySamplingDropout",
+    "BALDDropout",
+    "MarginSamplingDropout",
+    "LeastConfidenceSamplingDropout",
     "__version__",
 ]

@@ -7,7 +7,7 @@ API lets the user change ``strategy.args``, ``strategy.n_drop`` or ``strategy.de
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ __all__ = [
     "check_budget",
     "check_int",
     "default_device",
+    "default_loss",
     "run_settings",
 ]
 
@@ -76,7 +77,9 @@ def _check_device(where: str, name: str, value: Any) -> torch.device:
     try:
         return torch.device(value)
     except (RuntimeError, TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: expected {name} to be a torch device such as 'cpu' or 'cuda', got {value!r}") from exc
+        raise ValueError(
+            f"{where}: expected {name} to be a torch device such as 'cpu' or 'cuda', got {value!r}"
+        ) from exc
 
 
 def default_device() -> str:
@@ -151,6 +154,6 @@ def run_settings(where: str, args: Mapping[str, Any], device: Any) -> RunSetting
     )
 
 
-def default_loss() -> Any:
+def default_loss() -> Callable[..., torch.Tensor]:
     """DISTIL's default loss, kept for API parity (used by ``get_grad_embedding``)."""
     return F.cross_entropy

@@ -58,7 +58,7 @@ def iter_batches(
     num_samples = len(dataset)
     sampler = _RangeBatchSampler(num_samples, batch_size, buffer_size)
     loader = DataLoader(dataset, batch_sampler=sampler)
-    for (start, stop), batch in zip(batch_ranges(num_samples, batch_size, buffer_size), loader):
+    for (start, stop), batch in zip(batch_ranges(num_samples, batch_size, buffer_size), loader, strict=True):
         yield start, stop, batch, to_device(model_input(batch, where), device)
 
 
@@ -83,7 +83,5 @@ def as_logits(output: Any, rows: int, nclasses: int, where: str) -> torch.Tensor
             f"nclasses = {nclasses}; pass nclasses={output.shape[1]} or fix the model's last layer"
         )
     if output.shape[0] != rows:
-        raise ValueError(
-            f"{where}: the model returned {output.shape[0]} rows of logits for a batch of {rows} samples"
-        )
+        raise ValueError(f"{where}: the model returned {output.shape[0]} rows of logits for a batch of {rows} samples")
     return output

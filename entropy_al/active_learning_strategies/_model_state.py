@@ -40,8 +40,18 @@ def is_dropout_like(module: nn.Module) -> bool:
     return isinstance(module, DROPOUT_LIKE)
 
 
-def _unchanged(current: torch.Tensor, saved: torch.Tensor) -> bool:
-    return current.shape == saved.shape and current.dtype == saved.dtype and torch.equal(current, saved)
+def _changed(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[bool]:
+    """Whether each (current, snapshot) pair differs, with one host synchronization per device."""
+    changed = [current.shape != saved.shape or current.dtype != saved.dtype for current, saved in pairs]
+    by_device: dict[torch.device, list[int]] = {}
+    for position, (current, _) in enumerate(pairs):
+        if not changed[position]:
+            by_device.setdefault(current.device, []).append(position)
+    for positions in by_device.values():
+        differs = torch.stack([(pairs[i][0] != pairs[i][1]).any() for i in positions]).tolist()
+        for position, flag in zip(positions, differs, strict=True):
+            changed[position] = flag
+    return changed
 
 
 @contextmanager
@@ -73,21 +83,22 @@ def preserved_state(model: nn.Module, *, parameters: bool = True) -> Iterator[No
     try:
         yield
     finally:
-        for module, flag in zip(modules, flags):
+        for module, flag in zip(modules, flags, strict=True):
             module.training = flag
-        restored: set[int] = set()
+        unique: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for owner, name, tensor, saved in slots:
+            if owner.get(name) is not tensor:
+                owner[name] = tensor  # the forward re-bound the attribute: put the original object back
+            unique[id(tensor)] = (tensor, saved)
+        pairs = list(unique.values())
         with torch.no_grad():
-            for owner, name, tensor, saved in slots:
-                if owner.get(name) is not tensor:
-                    owner[name] = tensor  # the forward re-bound the attribute: put the original object back
-                if id(tensor) in restored:
+            for (tensor, saved), changed in zip(pairs, _changed(pairs), strict=True):
+                if not changed:
                     continue
-                restored.add(id(tensor))
-                if not _unchanged(tensor, saved):
-                    if tensor.shape == saved.shape and tensor.dtype == saved.dtype:
-                        tensor.copy_(saved)
-                    else:  # resized in place: take the snapshot's storage, shape and dtype back
-                        tensor.set_(saved)
+                if tensor.shape == saved.shape and tensor.dtype == saved.dtype:
+                    tensor.copy_(saved)
+                else:  # resized in place: take the snapshot's storage, shape and dtype back
+                    tensor.set_(saved)
 
 
 @contextmanager

@@ -1,0 +1,277 @@
+"""``Strategy``: DISTIL's base class (same constructor, attributes and methods), on entropy_al's machinery.
+
+Differences from DISTIL, all deliberate: the caller's ``args`` dict is never mutated; every method leaves the
+model's train/eval flags, parameters and buffers as it found them (DISTIL leaves the model in train mode after an
+MC method); any ``Mapping`` item is accepted and ``(x, y)`` items use ``x``; the MC methods default to dropout-only
+stochasticity (``args['mc_mode']``) and can reproduce DISTIL's loop exactly (``args['reproduce_distil']``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ._args import DEFAULT_BATCH_SIZE, RunSettings, check_args, check_int, default_device, default_loss, run_settings
+from ._batches import as_logits, iter_batches
+from ._distil import distil_mc_blocks
+from ._items import batch_labels, call_model
+from ._model_state import eval_mode, mc_mode
+from ._passes import MCPlan, fast_mc_blocks
+from ._progress import ProgressBar
+
+__all__ = ["Strategy"]
+
+_GRAD_EMBEDDING_TYPES = ("bias", "linear", "bias_linear")
+
+
+class Strategy:
+    """Base class of the active-learning strategies, with DISTIL's constructor and helpers.
+
+    Args:
+        labeled_dataset: the labelled training set (kept for API parity).
+        unlabeled_dataset: the pool; a map-style dataset whose items are tensors, mappings (the model is called
+            as ``model(**item)``) or ``(x, y)`` pairs.
+        net: the model; ``net(x)`` returns ``[batch, nclasses]`` logits.
+        nclasses: number of classes, the width of the model's output.
+        args: optional settings, never modified:
+
+            - ``batch_size`` (int, default 1): samples per forward.
+            - ``device`` (str or torch.device, default ``"cuda"`` if available else ``"cpu"``): where the model
+              runs (it is moved there, as in DISTIL) and the scores live.
+            - ``loss`` (callable, default ``F.cross_entropy``): used by :meth:`get_grad_embedding`, called as
+              ``loss(logits, targets, reduction="sum")``.
+            - ``n_drop`` (int, default 10) and ``stream_buffer_size`` (int, default 10000): see the subclasses.
+            - ``mc_mode`` (``"dropout"`` default, or ``"train"``): MC passes with only the dropout modules
+              stochastic (BatchNorm uses its running statistics), or DISTIL's whole-model ``train()``.
+            - ``reproduce_distil`` (bool, default False): follow DISTIL's pass-major loop and random-number use,
+              in train mode, so that the same seed on CPU gives DISTIL's selection. Slower.
+            - ``nan_policy`` (``"raise"`` default, or ``"omit"``): what scoring does with samples whose logits
+              are NaN, ``+inf`` or all ``-inf``: raise a ``ValueError`` naming the first pool index, or rank
+              them last with one warning.
+            - ``progress`` (bool, default False): a tqdm bar over the samples during MC scoring.
+
+    Attributes:
+        labeled_dataset, unlabeled_dataset, model, target_classes, device, loss: as given (with defaults).
+        args: a copy of ``args`` with ``batch_size`` filled in, as DISTIL exposes it; edits apply to later calls.
+    """
+
+    def __init__(
+        self,
+        labeled_dataset: Dataset,
+        unlabeled_dataset: Dataset,
+        net: nn.Module,
+        nclasses: int,
+        args: Mapping[str, Any] | None = None,
+    ):
+        where = type(self).__name__
+        self.labeled_dataset = labeled_dataset
+        self.unlabeled_dataset = unlabeled_dataset
+        self.model = net
+        self.target_classes = check_int(where, "`nclasses`", nclasses, 1)
+        self.args: dict[str, Any] = check_args(where, args)
+        self.args.setdefault("batch_size", DEFAULT_BATCH_SIZE)
+        self.device: str | torch.device = self.args.get("device", default_device())
+        self.loss: Callable[..., torch.Tensor] = self.args.get("loss", default_loss())
+
+    def select(self, budget: int) -> list[int]:
+        """Indices into ``unlabeled_dataset`` of the ``budget`` samples to label next."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement select()")
+
+    def update_data(self, labeled_dataset: Dataset, unlabeled_dataset: Dataset) -> None:
+        """Replaces the labelled set and the pool."""
+        self.labeled_dataset = labeled_dataset
+        self.unlabeled_dataset = unlabeled_dataset
+
+    def update_queries(self, query_dataset: Dataset) -> None:
+        """Stores a query set (used by DISTIL's targeted strategies)."""
+        self.query_dataset = query_dataset
+
+    def update_privates(self, private_dataset: Dataset) -> None:
+        """Stores a private set (used by DISTIL's privacy-aware strategies)."""
+        self.private_dataset = private_dataset
+
+    def update_model(self, clf: nn.Module) -> None:
+        """Replaces the model."""
+        self.model = clf
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Shared machinery
+
+    def _settings(self, method: str) -> tuple[str, RunSettings]:
+        where = f"{type(self).__name__}.{method}"
+        settings = run_settings(where, self.args, self.device)
+        self.model = self.model.to(settings.device)
+        return where, settings
+
+    def _mc_plan(self, where: str, settings: RunSettings, n_drop: Any, buffer_size: int) -> MCPlan:
+        return MCPlan(
+            n_drop=check_int(where, "`n_drop`", n_drop, 1),
+            batch_size=settings.batch_size,
+            buffer_size=max(1, buffer_size),
+            nclasses=self.target_classes,
+            device=settings.device,
+            where=where,
+        )
+
+    def _mc_blocks(
+        self, dataset: Dataset, plan: MCPlan, settings: RunSettings, progress: ProgressBar
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(offset, [n_drop, B, C] logits)`` blocks in pool order; the caller holds :func:`mc_mode`."""
+        if settings.reproduce_distil:
+            return distil_mc_blocks(self.model, dataset, plan, progress)
+        return fast_mc_blocks(self.model, dataset, plan, progress)
+
+    def _mc_probabilities(self, method: str, dataset: Dataset, n_drop: Any, split: bool) -> torch.Tensor:
+        where, settings = self._settings(method)
+        num_samples = len(dataset)
+        plan = self._mc_plan(where, settings, n_drop, num_samples)
+        shape = (plan.n_drop, num_samples, self.target_classes) if split else (num_samples, self.target_classes)
+        probs = torch.zeros(shape, dtype=torch.float32, device=settings.device)
+        if num_samples == 0:
+            return probs
+        with ProgressBar(num_samples, settings.progress, where) as bar, mc_mode(self.model, settings.mc_mode):
+            for offset, logits in self._mc_blocks(dataset, plan, settings, bar):
+                block = torch.softmax(logits.float(), dim=2)
+                rows = slice(offset, offset + logits.shape[1])
+                if split:
+                    probs[:, rows] = block
+                else:
+                    probs[rows] = block.mean(dim=0)
+        return probs
+
+    def _eval_outputs(
+        self, where: str, settings: RunSettings, dataset: Dataset, **model_kwargs: Any
+    ) -> Iterator[tuple[int, int, Any, Any]]:
+        """``(start, stop, batch, output)`` of deterministic forwards; the caller holds :func:`eval_mode`."""
+        num_samples = len(dataset)
+        batches = iter_batches(dataset, settings.batch_size, max(1, num_samples), settings.device, where)
+        for start, stop, batch, inputs in batches:
+            with torch.no_grad():
+                output = call_model(self.model, inputs, **model_kwargs)
+            yield start, stop, batch, output
+
+    # ----------------------------------------------------------------------------------------------------------
+    # DISTIL's prediction helpers
+
+    def predict(self, to_predict_dataset: Dataset) -> torch.Tensor:
+        """Most likely class of every sample, in eval mode: int64 ``[N]`` on the device."""
+        where, settings = self._settings("predict")
+        predictions = torch.zeros(len(to_predict_dataset), dtype=torch.int64, device=settings.device)
+        with eval_mode(self.model):
+            for start, stop, _, output in self._eval_outputs(where, settings, to_predict_dataset):
+                predictions[start:stop] = as_logits(output, stop - start, self.target_classes, where).argmax(1)
+        return predictions
+
+    def predict_prob(self, to_predict_dataset: Dataset) -> torch.Tensor:
+        """Softmax probabilities of every sample, in eval mode: float32 ``[N, nclasses]`` on the device."""
+        where, settings = self._settings("predict_prob")
+        probs = torch.zeros(len(to_predict_dataset), self.target_classes, device=settings.device)
+        with eval_mode(self.model):
+            for start, stop, _, output in self._eval_outputs(where, settings, to_predict_dataset):
+                probs[start:stop] = torch.softmax(as_logits(output, stop - start, self.target_classes, where), 1)
+        return probs
+
+    def predict_prob_dropout(self, to_predict_dataset: Dataset, n_drop: int) -> torch.Tensor:
+        """Mean over ``n_drop`` MC passes of the softmax probabilities: float32 ``[N, nclasses]``."""
+        return self._mc_probabilities("predict_prob_dropout", to_predict_dataset, n_drop, split=False)
+
+    def predict_prob_dropout_split(self, to_predict_dataset: Dataset, n_drop: int) -> torch.Tensor:
+        """Softmax probabilities of each of ``n_drop`` MC passes: float32 ``[n_drop, N, nclasses]``."""
+        return self._mc_probabilities("predict_prob_dropout_split", to_predict_dataset, n_drop, split=True)
+
+    def get_embedding(self, to_predict_dataset: Dataset) -> torch.Tensor:
+        """Penultimate-layer embeddings, in eval mode: ``[N, D]`` float32.
+
+        The model must accept ``last=True`` and then return ``(logits, embedding)``.
+        """
+        where, settings = self._settings("get_embedding")
+        embedding: torch.Tensor | None = None
+        with eval_mode(self.model):
+            for start, stop, _, output in self._eval_outputs(where, settings, to_predict_dataset, last=True):
+                _, features = _logits_and_embedding(output, stop - start, where)
+                if embedding is None:
+                    embedding = torch.zeros(len(to_predict_dataset), features.shape[1], device=settings.device)
+                embedding[start:stop] = features
+        if embedding is None:
+            return torch.zeros(0, _embedding_dim(self.model), device=settings.device)
+        return embedding
+
+    def get_grad_embedding(
+        self, dataset: Dataset, predict_labels: bool, grad_embedding_type: str = "bias_linear"
+    ) -> torch.Tensor:
+        """Per-sample gradients of the summed loss with respect to the last linear layer (BADGE's embedding).
+
+        The model must accept ``last=True, freeze=True`` and then return ``(logits, embedding)``. Runs in eval
+        mode (DISTIL uses whatever mode the model is in). With ``g = ∂ loss / ∂ logits`` (``[N, C]``, computed by
+        ``args['loss']`` with ``reduction="sum"``) and ``e`` the ``[N, D]`` embedding, the result is ``g`` for
+        ``"bias"``, ``g_c · e_d`` at column ``c·D + d`` for ``"linear"`` and both side by side for
+        ``"bias_linear"``: float32 ``[N, C]``, ``[N, D·C]`` or ``[N, (D+1)·C]``.
+
+        Args:
+            dataset: the samples.
+            predict_labels: use the model's argmax as targets; otherwise the dataset's labels (``(x, y)`` items,
+                or the ``"labels"`` key of mapping items).
+            grad_embedding_type: ``"bias"``, ``"linear"`` or ``"bias_linear"``.
+        """
+        where, settings = self._settings("get_grad_embedding")
+        if grad_embedding_type not in _GRAD_EMBEDDING_TYPES:
+            raise ValueError(
+                f"{where}: expected grad_embedding_type to be 'bias', 'linear' or 'bias_linear', "
+                f"got {grad_embedding_type!r}"
+            )
+        result: torch.Tensor | None = None
+        with eval_mode(self.model):
+            outputs = self._eval_outputs(where, settings, dataset, last=True, freeze=True)
+            for start, stop, batch, output in outputs:
+                logits, features = _logits_and_embedding(output, stop - start, where)
+                logits = as_logits(logits, stop - start, self.target_classes, where)
+                if predict_labels:
+                    targets = logits.argmax(dim=1)
+                else:
+                    targets = torch.as_tensor(batch_labels(batch, where)).to(settings.device)
+                block = _last_layer_gradients(self.loss, logits, features, targets, grad_embedding_type)
+                if result is None:
+                    result = torch.zeros(len(dataset), block.shape[1], device=settings.device)
+                result[start:stop] = block
+        if result is None:
+            dim = _embedding_dim(self.model)
+            width = {"bias": 1, "linear": dim, "bias_linear": dim + 1}[grad_embedding_type] * self.target_classes
+            return torch.zeros(0, width, device=settings.device)
+        return result
+
+
+def _logits_and_embedding(output: Any, rows: int, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if not (isinstance(output, (tuple, list)) and len(output) == 2 and isinstance(output[1], torch.Tensor)):
+        raise TypeError(f"{where}: expected model(x, last=True) to return (logits, embedding), got {type(output)}")
+    embedding = output[1].detach().reshape(rows, -1)
+    return output[0], embedding
+
+
+def _embedding_dim(model: nn.Module) -> int:
+    get_dim = getattr(model, "get_embedding_dim", None)
+    return int(get_dim()) if callable(get_dim) else 0
+
+
+def _last_layer_gradients(
+    loss: Callable[..., torch.Tensor],
+    logits: torch.Tensor,
+    embedding: torch.Tensor,
+    targets: torch.Tensor,
+    grad_embedding_type: str,
+) -> torch.Tensor:
+    """Gradient embedding of one batch (see :meth:`Strategy.get_grad_embedding`)."""
+    with torch.enable_grad():
+        # Differentiate with respect to a detached copy of the logits: this is all BADGE needs, and it works
+        # whether or not the model's parameters require grad.
+        leaf = logits.detach().requires_grad_(True)
+        (bias_grads,) = torch.autograd.grad(loss(leaf, targets, reduction="sum"), leaf)
+    if grad_embedding_type == "bias":
+        return bias_grads
+    linear_grads = (bias_grads[:, :, None] * embedding[:, None, :].to(bias_grads.dtype)).flatten(1)
+    if grad_embedding_type == "linear":
+        return linear_grads
+    return torch.cat([bias_grads, linear_grads], dim=1)
