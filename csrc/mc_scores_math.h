@@ -145,8 +145,9 @@ ENTROPY_AL_HOST_DEVICE float finalize_score(Score score, const MeanProbStats& st
 
 ENTROPY_AL_HOST_DEVICE int64_t encode_key(float score, int64_t index) {
   uint32_t bits;
-  if (score == 0.0f) score = 0.0f;  // -0.0 -> +0.0
   std::memcpy(&bits, &score, sizeof(bits));
+  // -0.0 -> +0.0, tested on the bits: a float compare would also zero subnormals under nvcc's -ftz.
+  if ((bits & 0x7fffffffu) == 0u) bits = 0u;
   uint32_t ordered = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
   if (score != score) ordered = 0u;
   const int64_t high = static_cast<int64_t>(ordered) - (int64_t{1} << 31);

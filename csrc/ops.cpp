@@ -35,6 +35,8 @@ TORCH_LIBRARY(entropy_al, m) {
   m.def("topk_update(Tensor scores, Tensor state, int offset, int k) -> Tensor");
   // mc_scores of a [K, B, C] logit block fused with topk_update.
   m.def("mc_topk_update(Tensor logits, Tensor state, int offset, int k, str score) -> Tensor");
+  // x [B, ...] * keep / (1 - p), keep drawn per element from Philox(seed; sample_ids[b], pass_ids[b], position).
+  m.def("keyed_dropout(Tensor x, float p, int seed, Tensor sample_ids, Tensor pass_ids) -> Tensor");
   m.def("_build_info() -> str", &build_info);
 }
 

@@ -141,3 +141,23 @@ def test_known_values():
 def test_output_is_on_the_input_device_and_float32():
     out = entropy_al.mc_scores(torch.randn(2, 3, 4, dtype=torch.bfloat16))
     assert out.dtype == torch.float32 and out.device.type == "cpu" and out.shape == (3,)
+
+
+# Every boundary of the CUDA kernel's class-count switch (threads per sample x classes per thread), and the
+# path for rows too long for registers (C > 8192); cheap enough to run on every device.
+KERNEL_BOUNDARIES = [4, 5, 8, 9, 16, 17, 32, 33, 64, 65, 128, 129, 256, 257, 512, 513, 1024, 1025, 2048, 2049,
+                     4096, 4097, 8192, 8193, 20000]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("num_classes", KERNEL_BOUNDARIES)
+def test_class_count_boundaries(device, num_classes):
+    generator = torch.Generator().manual_seed(num_classes)
+    logits = realistic_logits((3, 37, 2 * num_classes), torch.float32, device, generator)[:, :, ::2]
+    logits[1, 5, 0] = float("nan")
+    logits[:, 9] = float("-inf")
+    logits[2, 20, -1] = float("inf")
+    for score in reference.SCORES:
+        ref = reference.mc_scores_reference(logits, score)
+        poison_allocator(device, 37 * 4)
+        assert_scores_close(entropy_al.mc_scores(logits, score), ref, f"{score} C={num_classes}")
