@@ -5,6 +5,8 @@ The compiled kernels load first (or the pure-PyTorch fallback takes over, see ``
 
 from ._extension import backend, backend_info
 from .ops import mc_scores, mc_topk_update, topk_update
+from .keyed import keyed_alpha_dropout, keyed_dropout, keyed_feature_dropout
+from .keyed_mc import KeyedMCDropout, UnkeyableDropoutError, keyed_mc_dropout
 from .topk import StreamingTopK
 from .active_learning_strategies import (
     BALDDropout,
@@ -23,6 +25,12 @@ __all__ = [
     "mc_scores",
     "mc_topk_update",
     "topk_update",
+    "keyed_dropout",
+    "keyed_feature_dropout",
+    "keyed_alpha_dropout",
+    "keyed_mc_dropout",
+    "KeyedMCDropout",
+    "UnkeyableDropoutError",
     "StreamingTopK",
     "Strategy",
     "ScoreStreamingStrategy",

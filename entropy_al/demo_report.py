@@ -35,8 +35,9 @@ def format_table(result: DemoResult) -> str:
     under the curve, then each uncertainty strategy's paired gain over random."""
     names = list(result.accuracy)
     header = ["labelled", *(_LABELS[n] for n in names)]
-    rows = [[str(size), *(_cell(result.accuracy[n][:, i]) for n in names)] for i, size in enumerate(result.labeled_sizes)]
-    areas = {n: area_under_curve(result.accuracy[n], result.labeled_sizes) for n in names}
+    sizes = result.labeled_sizes
+    rows = [[str(size), *(_cell(result.accuracy[n][:, i]) for n in names)] for i, size in enumerate(sizes)]
+    areas = {n: area_under_curve(result.accuracy[n], sizes) for n in names}
     rows.append(["**area under curve**", *(f"**{_cell(areas[n])}**" for n in names)])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

@@ -7,6 +7,9 @@ backend calls them in float32.
 
 from __future__ import annotations
 
+import math
+import struct
+
 import torch
 
 __all__ = [
@@ -16,6 +19,8 @@ __all__ = [
     "decode_keys",
     "topk_update_reference",
     "MAX_POOL_INDEX",
+    "philox4x32_10_reference",
+    "keyed_dropout_reference",
 ]
 
 SCORES = ("entropy", "bald", "margin", "least_confidence")
@@ -103,3 +108,90 @@ def topk_update_reference(scores: torch.Tensor, state: torch.Tensor, offset: int
     merged = torch.cat([state, encode_keys(scores, offset)])
     keep = min(k, merged.numel())
     return merged.topk(keep, sorted=True).values
+
+
+# ---- keyed dropout (csrc/keyed_dropout_math.h) ------------------------------------------------------------------
+# Philox4x32-10 on int64 tensors holding 32-bit words: every product is split so that nothing exceeds 2^50.
+
+_PHILOX_M0, _PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
+_PHILOX_W0, _PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
+_UNIFORM_BITS = 24
+# Groups (Philox calls) per chunk of the reference: bounds its int64 temporaries to a few tens of MB.
+_PHILOX_CHUNK = 1 << 19
+
+
+def _mul_hi_lo(multiplier: int, word: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """High and low 32 bits of ``multiplier * word`` (both < 2^32) without overflowing int64."""
+    low_part = multiplier * (word & 0xFFFF)  # < 2^48
+    sum_ = (low_part >> 16) + multiplier * (word >> 16)  # product = sum_ * 2^16 + (low_part & 0xFFFF)
+    return sum_ >> 16, ((sum_ & 0xFFFF) << 16) | (low_part & 0xFFFF)
+
+
+def philox4x32_10_reference(
+    c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor, c3: torch.Tensor, k0: int, k1: int
+) -> tuple[torch.Tensor, ...]:
+    """Philox4x32-10 of broadcastable int64 counter words (values in [0, 2^32)) under the key (k0, k1); returns
+    the four output words as int64 tensors, exactly as ``philox4x32_10`` in csrc/keyed_dropout_math.h."""
+    for _ in range(10):
+        hi0, lo0 = _mul_hi_lo(_PHILOX_M0, c0)
+        hi1, lo1 = _mul_hi_lo(_PHILOX_M1, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0 = (k0 + _PHILOX_W0) & _LOW_MASK
+        k1 = (k1 + _PHILOX_W1) & _LOW_MASK
+    return c0, c1, c2, c3
+
+
+def _round_to_float32(value: float) -> float:
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def _keep_mask(
+    first_group: int, groups: int, seed: int, sample_ids: torch.Tensor, pass_ids: torch.Tensor, p: float
+) -> torch.Tensor:
+    """Keep flags ``[B, 4 * groups]`` of the elements 4 * first_group ... of every row."""
+    device = sample_ids.device
+    c0 = torch.arange(first_group, first_group + groups, dtype=torch.int64, device=device)
+    c1 = (pass_ids & _LOW_MASK).unsqueeze(1)
+    c2 = (sample_ids & _LOW_MASK).unsqueeze(1)
+    c3 = ((sample_ids >> 32) & _LOW_MASK).unsqueeze(1)
+    words = philox4x32_10_reference(c0, c1, c2, c3, seed & _LOW_MASK, (seed >> 32) & _LOW_MASK)
+    threshold = math.ceil(p * (1 << _UNIFORM_BITS))  # p * 2^24 is exact: keep iff uniform >= p exactly
+    keep = torch.stack([(w >> (32 - _UNIFORM_BITS)) >= threshold for w in words], dim=2)  # [B, groups, 4]
+    return keep.reshape(keep.shape[0], 4 * groups)
+
+
+def keyed_dropout_reference(
+    x: torch.Tensor, p: float, seed: int, sample_ids: torch.Tensor, pass_ids: torch.Tensor
+) -> torch.Tensor:
+    """keyed_dropout with torch ops: the fallback and the oracle (bit-identical to the kernels).
+
+    Arguments are assumed valid (``entropy_al.keyed_dropout`` checks them). Element e of row b (row-major position
+    in ``x[b]``) is kept iff the Philox4x32-10 word ``e % 4`` of key ``seed`` and counter
+    ``(e // 4, pass_ids[b] mod 2^32, sample_ids[b] mod 2^32, sample_ids[b] >> 32 mod 2^32)``, shifted right by 8,
+    is at least ``ceil(p * 2^24)``; kept elements are multiplied by ``1 / (1 - p)`` (float32 operands, float64
+    for float64 ``x``), dropped ones by 0; one rounding to ``x.dtype``. Returns a contiguous tensor.
+    """
+    if p == 0:
+        return x.clone(memory_format=torch.contiguous_format)
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if p == 1:
+        scale = math.inf  # never used: nothing is kept
+    elif compute == torch.float64:
+        scale = 1.0 / (1.0 - p)
+    else:  # 1.0f / float(1 - p): the float64 quotient of float32 operands, rounded once, is the float32 quotient
+        scale = _round_to_float32(1.0 / _round_to_float32(1.0 - p))
+    batch, per_sample = x.shape[0], math.prod(x.shape[1:])
+    rows = x.reshape(batch, per_sample)
+    factor_kept = torch.tensor(scale, dtype=compute, device=x.device)
+    factor_dropped = torch.zeros((), dtype=compute, device=x.device)
+    chunk = max(1, _PHILOX_CHUNK // max(1, batch)) * 4  # elements per row and chunk, whole groups
+    seed &= (1 << 64) - 1
+    pieces = []
+    for start in range(0, per_sample, chunk):
+        stop = min(start + chunk, per_sample)
+        keep = _keep_mask(start // 4, (stop - start + 3) // 4, seed, sample_ids, pass_ids, p)[:, : stop - start]
+        factor = torch.where(keep, factor_kept, factor_dropped)
+        pieces.append((rows[:, start:stop].to(compute) * factor).to(x.dtype))
+    if not pieces:  # no elements
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    return torch.cat(pieces, dim=1).reshape(x.shape)

@@ -6,7 +6,9 @@ API lets the user change ``strategy.args``, ``strategy.n_drop`` or ``strategy.de
 
 from __future__ import annotations
 
+import contextlib
 import operator
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +26,18 @@ __all__ = [
     "check_args",
     "check_budget",
     "check_int",
+    "check_throughput_args",
     "default_device",
     "default_loss",
+    "distributed_flag",
     "run_settings",
+    "AMP_DTYPES",
+    "DEFAULT_MC_MEMORY_BUDGET_CPU",
+    "DEFAULT_MC_MEMORY_BUDGET_CUDA",
+    "ThroughputSettings",
+    "autocast_for",
+    "default_memory_budget",
+    "throughput_settings",
 ]
 
 DEFAULT_BATCH_SIZE = 1
@@ -116,6 +127,11 @@ def check_args(where: str, args: Any) -> dict[str, Any]:
             f"{where}: args['reproduce_distil'] = True reproduces DISTIL's whole-model train mode and cannot be "
             f"combined with args['mc_mode'] = {checked['mc_mode']!r}; drop one of the two keys"
         )
+    # Scale-out across processes (torch.distributed): see distributed_flag below.
+    if "distributed" in checked:
+        distributed_flag(where, checked)
+    # Throughput of the MC passes (stacked passes, head-only MC, autocast, fetching): see check_throughput_args.
+    check_throughput_args(where, checked)
     return checked
 
 
@@ -157,3 +173,160 @@ def run_settings(where: str, args: Mapping[str, Any], device: Any) -> RunSetting
 def default_loss() -> Callable[..., torch.Tensor]:
     """DISTIL's default loss, kept for API parity (used by ``get_grad_embedding``)."""
     return F.cross_entropy
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scale-out across processes (torch.distributed, read by ._distributed). Kept apart from the per-call settings
+# above because it is resolved before them: it decides whether a call talks to the other ranks at all.
+
+
+def distributed_flag(where: str, args: Mapping[str, Any]) -> bool | None:
+    """``args['distributed']``: ``None`` (default: use torch.distributed's default process group when one of more
+    than one process is initialized), ``True`` (require one) or ``False`` (never: select in this process alone)."""
+    value = args.get("distributed")
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(
+            f"{where}: expected args['distributed'] to be True, False or None, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Throughput of the MC passes (issue 5, read by ._passes and ._batches). Resolved per call like RunSettings, but kept
+# apart: none of these keys changes what is computed, only how (except amp_dtype, which changes the forwards' dtype),
+# and DISTIL's reproduction (reproduce_distil) ignores them or refuses them.
+
+#: Default of ``args['mc_memory_budget']`` on the CPU: activation bytes one stacked forward may use. Cache-sized:
+#: on a CPU, stacking saves per-forward overhead, which only matters for small batches (batch 16: 1.3-2.3x faster,
+#: batch 1: 3-7x), while a stacked forward whose activations outgrow the caches is slower per row than separate
+#: passes (here, 2-MiB L2: the MC head at batch 1024 took 0.37 s per 20k samples as 10 passes, 0.50 s stacked).
+DEFAULT_MC_MEMORY_BUDGET_CPU = 4 << 20
+#: Default on CUDA, where a bigger forward always fills the device better: 1 GiB, or a quarter of the free memory.
+DEFAULT_MC_MEMORY_BUDGET_CUDA = 1 << 30
+AMP_DTYPES: dict[str, torch.dtype] = {
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+
+
+@dataclass(frozen=True)
+class ThroughputSettings:
+    """How the MC passes of one call run (never what they compute, ``amp_dtype`` aside).
+
+    Attributes:
+        memory_budget: ``args['mc_memory_budget']`` in bytes, or ``None`` for the device's default
+            (:func:`default_memory_budget`); 0 runs one pass per forward.
+        mc_head: ``args['mc_head']``: ``None``, a ``(trunk, head)`` pair of modules, or the name of the module
+            of an ``nn.Sequential`` model after which dropout begins (resolved by ``._heads.resolve_split``).
+        amp_dtype: ``torch.bfloat16`` or ``torch.float16`` (``args['amp_dtype']``), or ``None``: no autocast.
+        num_workers: DataLoader workers for datasets fetched item by item (``args['num_workers']``).
+        batch_sampler: ``args['batch_sampler']``: an iterable of index lists giving the batches, or ``None``.
+    """
+
+    memory_budget: int | None
+    mc_head: Any
+    amp_dtype: torch.dtype | None
+    num_workers: int
+    batch_sampler: Any
+
+
+def _check_amp_dtype(where: str, value: Any) -> torch.dtype | None:
+    if value is None:
+        return None
+    if isinstance(value, torch.dtype) and value in (torch.bfloat16, torch.float16):
+        return value
+    if isinstance(value, str) and value in AMP_DTYPES:
+        return AMP_DTYPES[value]
+    raise ValueError(
+        f"{where}: expected args['amp_dtype'] to be None, torch.bfloat16 or torch.float16 (or one of "
+        f"{', '.join(repr(name) for name in AMP_DTYPES)}), got {value!r}"
+    )
+
+
+def _check_mc_head(where: str, value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        if isinstance(value, str) and not value:
+            raise ValueError(f"{where}: expected args['mc_head'] to name a module, got an empty string")
+        return value
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(part, torch.nn.Module) for part in value)
+    ):
+        return tuple(value)
+    raise TypeError(
+        f"{where}: expected args['mc_head'] to be a (trunk, head) pair of nn.Modules or the name of the module "
+        f"after which dropout begins, got {type(value).__name__} {value!r}"
+    )
+
+
+def check_throughput_args(where: str, args: Mapping[str, Any]) -> None:
+    """Checks the throughput keys present in ``args`` (types and values; the model is checked at use)."""
+    if args.get("mc_memory_budget") is not None:
+        check_int(where, "args['mc_memory_budget']", args["mc_memory_budget"], 0)
+    if "num_workers" in args:
+        check_int(where, "args['num_workers']", args["num_workers"], 0)
+    _check_mc_head(where, args.get("mc_head"))
+    _check_amp_dtype(where, args.get("amp_dtype"))
+    sampler = args.get("batch_sampler")
+    if sampler is not None and (isinstance(sampler, (str, bytes)) or not hasattr(sampler, "__iter__")):
+        raise TypeError(
+            f"{where}: expected args['batch_sampler'] to be an iterable of index lists (e.g. a "
+            f"torch.utils.data.BatchSampler), got {type(sampler).__name__}"
+        )
+    if args.get("reproduce_distil", False):
+        for key in ("mc_head", "amp_dtype", "batch_sampler"):
+            if args.get(key) is not None:
+                raise ValueError(
+                    f"{where}: args['reproduce_distil'] = True runs DISTIL's exact loop and cannot be combined with "
+                    f"args[{key!r}]; drop one of the two keys"
+                )
+
+
+def throughput_settings(where: str, args: Mapping[str, Any]) -> ThroughputSettings:
+    """Resolves the throughput keys of one call from the strategy's (possibly user-edited) ``args``."""
+    check_throughput_args(where, args)
+    budget = args.get("mc_memory_budget")
+    return ThroughputSettings(
+        memory_budget=None if budget is None else operator.index(budget),
+        mc_head=_check_mc_head(where, args.get("mc_head")),
+        amp_dtype=_check_amp_dtype(where, args.get("amp_dtype")),
+        num_workers=operator.index(args.get("num_workers", 0)),
+        batch_sampler=args.get("batch_sampler"),
+    )
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """``args['mc_memory_budget']``'s default: 4 MiB on the CPU; on CUDA 1 GiB, or a quarter of the free memory."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+        return min(DEFAULT_MC_MEMORY_BUDGET_CUDA, free // 4)
+    return DEFAULT_MC_MEMORY_BUDGET_CPU
+
+
+def autocast_for(where: str, dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context of ``args['amp_dtype']`` on ``device`` (a no-op context for ``None``).
+
+    Raises:
+        ValueError: autocast to ``dtype`` is not available on ``device`` (torch would silently disable it, e.g.
+            float16 on a CPU build without it, or bfloat16 on a GPU without it).
+    """
+    if dtype is None:
+        return contextlib.nullcontext()
+    problem = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            context = torch.autocast(device_type=device.type, dtype=dtype)
+        except (RuntimeError, ValueError) as exc:
+            problem = str(exc)
+    problem = problem or next((str(w.message) for w in caught if "autocast" in str(w.message).lower()), None)
+    if problem is not None:
+        raise ValueError(
+            f"{where}: args['amp_dtype'] = {dtype} is not supported on {device} by this torch build ({problem}); "
+            "use torch.bfloat16, or drop the key to run the forwards in the model's own dtype"
+        )
+    return context

@@ -22,8 +22,9 @@ class BadRowTracker:
         self._first: torch.Tensor | None = None
         self._count: torch.Tensor | None = None
 
-    def update_logits(self, logits: torch.Tensor, offset: int) -> None:
-        """Checks a ``[K, B, C]`` logit block of pool samples ``offset … offset + B − 1``."""
+    def update_logits(self, logits: torch.Tensor, offset: int | torch.Tensor) -> None:
+        """Checks a ``[K, B, C]`` logit block of pool samples ``offset … offset + B − 1`` (or of the pool indices
+        ``offset``, an int64 ``[B]`` tensor)."""
         # A row's max is NaN if it holds a NaN, +inf if it holds +inf, -inf if it is all -inf: one cheap reduction.
         bad = ~torch.isfinite(logits.amax(dim=2)).all(dim=0)
         self._update(bad, offset)
@@ -32,11 +33,14 @@ class BadRowTracker:
         """Checks a ``[B]`` block of user scores: NaN is the only value that cannot be ranked."""
         self._update(torch.isnan(scores), offset)
 
-    def _update(self, bad: torch.Tensor, offset: int) -> None:
+    def _update(self, bad: torch.Tensor, offset: int | torch.Tensor) -> None:
         if bad.numel() == 0:
             return
-        # argmax returns the first maximum: the lowest bad position of the block.
-        first = torch.where(bad.any(), bad.to(torch.uint8).argmax() + offset, _NONE)
+        if isinstance(offset, torch.Tensor):  # the block's pool indices, in any order
+            first = torch.where(bad, offset.to(bad.device), _NONE).min()
+        else:
+            # argmax returns the first maximum: the lowest bad position of the block.
+            first = torch.where(bad.any(), bad.to(torch.uint8).argmax() + offset, _NONE)
         count = bad.sum()
         if self._first is None or self._count is None:
             self._first, self._count = first, count

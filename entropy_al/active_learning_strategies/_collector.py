@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import reference
+from ..ops import mc_scores
 from ..topk import StreamingTopK
 from ._bad_rows import BadRowTracker
 
@@ -43,8 +45,12 @@ class TopKCollector:
             self._topk = StreamingTopK(self.k, device)
         return self._topk
 
-    def add_logits(self, offset: int, logits: torch.Tensor) -> None:
-        """Adds the ``[K, B, C]`` logits of pool samples ``offset … offset + B − 1``."""
+    def add_logits(self, offset: int | torch.Tensor, logits: torch.Tensor) -> None:
+        """Adds the ``[K, B, C]`` logits of pool samples ``offset … offset + B − 1``, or of the pool indices
+        ``offset`` (an int64 ``[B]`` tensor: a user batch sampler's batch, merged at once)."""
+        if isinstance(offset, torch.Tensor):
+            self._add_indexed_logits(offset, logits)
+            return
         if self._pending and offset != self._pending_offset + self._pending_samples:
             self.flush()
         if not self._pending:
@@ -66,6 +72,21 @@ class TopKCollector:
         assert self.score is not None, "add_logits needs a score"
         self._state(logits.device).update_logits(logits, self._pending_offset, self.score)
 
+    def _add_indexed_logits(self, indices: torch.Tensor, logits: torch.Tensor) -> None:
+        # The fused op numbers a block's samples from an offset; these are scored, then keyed with their indices.
+        self.flush()
+        assert self.score is not None, "add_logits needs a score"
+        indices = indices.to(logits.device)
+        self.tracker.update_logits(logits, indices)
+        state = self._state(logits.device)
+        scores = mc_scores(logits, self.score)
+        # encode_keys(s, 0) holds the inverted position 0 … B−1; swap it for the inverted pool index.
+        positions = torch.arange(indices.numel(), device=indices.device)
+        keys = reference.encode_keys(scores, 0) + (positions - indices)
+        merged = torch.cat([state.state, keys])
+        state.state = merged.topk(min(self.k, merged.numel()), sorted=True).values
+        state.seen += indices.numel()
+
     def add_scores(self, offset: int, scores: torch.Tensor) -> None:
         """Merges ready-made ``[B]`` scores of pool samples ``offset … offset + B − 1`` (NaN ranks last)."""
         self.flush()
@@ -73,6 +94,21 @@ class TopKCollector:
             scores = scores.to(self._topk.device)
         self.tracker.update_scores(scores, offset)
         self._state(scores.device).update(scores, offset)
+
+    def partial(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kept keys and the broken-output summary, without a host synchronization.
+
+        Returns:
+            ``(keys, summary)``: the int64 keys of the best ``min(k, seen)`` samples, descending (see
+            :func:`entropy_al.reference.encode_keys`; they carry pool indices, so a top-k over the concatenated keys
+            of collectors fed disjoint pool ranges is the top-k of their union), and int64 ``[first broken pool
+            index (-1 if none), broken count]``. On the CPU when nothing was added.
+        """
+        self.flush()
+        if self._topk is None:
+            keys = torch.empty(0, dtype=torch.int64)
+            return keys, self.tracker.summary(keys.device)
+        return self._topk.state, self.tracker.summary(self._topk.device)
 
     def result(self) -> tuple[list[int], int, int]:
         """Selected pool indices (best first), first broken pool index (-1 if none) and broken count.

@@ -1,13 +1,34 @@
 """The MC-dropout forward passes over a dataset, as a stream of ``[n_drop, B, C]`` logit blocks.
 
-The fast path is batch-major: each batch is fetched and collated once, moved to the device once, and run
-``n_drop`` times, and its logit stack goes straight to the scoring op. DISTIL is pass-major (every pass re-reads
-the data); :mod:`._distil` reproduces that order when asked. Both yield blocks in pool order. The caller owns the
-model's mode (:mod:`._model_state`); forwards run under ``torch.no_grad``.
+The fast path is batch-major: each batch is fetched and collated once (:mod:`._batches`: sliced from tensor-backed
+datasets, prefetched to CUDA), moved to the device once, and run ``n_drop`` times by :func:`mc_forward`, the one
+place where a batch's passes run; its logit stack goes straight to the scoring op. DISTIL is pass-major (every pass
+re-reads the data); :mod:`._distil` reproduces that order when asked. Both yield blocks in pool order (the fast path
+in the user's batch order with ``args['batch_sampler']``). The caller owns the model's mode (:mod:`._model_state`);
+forwards run under ``torch.no_grad``.
+
+Three ways :func:`mc_forward` makes the passes cheaper than ``n_drop`` calls of the model:
+
+- **Stacked passes.** The batch is repeated ``r`` times along dim 0, so one forward runs ``r`` passes, each copy
+  with its own dropout masks. Valid only when the rows of a forward do not interact, so only when no module
+  normalizes with batch statistics (BatchNorm in train mode, or without running statistics): in ``mc_mode
+  'dropout'`` that is every model whose BatchNorms track statistics; in ``'train'`` only models without BatchNorm.
+  ``r`` comes from ``args['mc_memory_budget']`` (bytes; 0 turns stacking off): the first pass of a call runs alone
+  and measures the activation bytes per sample (the input plus every submodule's output, an upper bound on what is
+  alive at once), then ``r = min(n_drop, budget // (B · bytes per sample))``, at least 1, and the ``n_drop``
+  passes of a batch run in ``⌈n_drop / r⌉`` forwards of near-equal size. The default differs by device: on CUDA
+  (1 GiB, or a quarter of the free memory) a bigger forward fills the GPU better; on the CPU it is cache-sized
+  (4 MiB), because stacking only saves per-forward overhead, large for small batches, while a forward whose
+  activations outgrow the caches costs more per row than separate passes (see ``_args.DEFAULT_MC_MEMORY_BUDGET_CPU``).
+- **Head-only MC** (``args['mc_head']``, :mod:`._heads`): the trunk runs once per batch and only the head runs
+  ``n_drop`` times (stacked as above).
+- **Autocast** (``args['amp_dtype']``): the forwards run under ``torch.autocast`` in bfloat16 or float16; scoring
+  always accumulates in float32.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,11 +37,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ._batches import as_logits, iter_batches
+from ._args import autocast_for
+from ._batches import as_logits, iter_batches, iter_sampled_batches
+from ._heads import HeadSplit
 from ._items import call_model
 from ._progress import ProgressBar
 
-__all__ = ["MCPlan", "fast_mc_blocks", "mc_forward"]
+__all__ = ["MCPlan", "PassGrouping", "block_rows", "fast_mc_blocks", "mc_forward", "uses_batch_statistics"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +57,11 @@ class MCPlan:
         nclasses: expected width of the model's output.
         device: where inputs go.
         where: the public method running, for error messages.
+        memory_budget: activation bytes one stacked forward may use (0: one pass per forward).
+        split: run the trunk once per batch and the head ``n_drop`` times (``None``: the whole model).
+        amp_dtype: autocast dtype of the forwards (``None``: the model's own dtype).
+        num_workers: DataLoader workers for datasets fetched item by item.
+        batch_sampler: the user's batches (index lists, any order), or ``None`` for consecutive batches.
     """
 
     n_drop: int
@@ -42,20 +70,184 @@ class MCPlan:
     nclasses: int
     device: torch.device
     where: str
+    # Throughput (issue 5); the defaults are the plain loop.
+    memory_budget: int = 0
+    split: HeadSplit | None = None
+    amp_dtype: torch.dtype | None = None
+    num_workers: int = 0
+    batch_sampler: Any = None
 
 
-def mc_forward(model: nn.Module, inputs: torch.Tensor | Mapping[str, Any], rows: int, plan: MCPlan) -> torch.Tensor:
-    """Runs the ``n_drop`` passes of one batch; returns its ``[n_drop, rows, C]`` logits (the model's dtype)."""
-    with torch.no_grad():
-        passes = [as_logits(call_model(model, inputs), rows, plan.nclasses, plan.where) for _ in range(plan.n_drop)]
-    return torch.stack(passes)
+def uses_batch_statistics(module: nn.Module) -> bool:
+    """Whether a forward of ``module`` in its current mode normalizes with the statistics of its batch."""
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None)
+        for m in module.modules()
+    )
+
+
+class PassGrouping:
+    """How many passes each forward stacks, from a memory budget and the activation bytes of one pass.
+
+    One instance lives for one MC run: the first forward it sizes is a single pass (the probe); its measured
+    bytes per sample size every later forward.
+
+    Args:
+        memory_budget: activation bytes one forward may use; 0 disables stacking (and the probe).
+    """
+
+    def __init__(self, memory_budget: int):
+        self.memory_budget = memory_budget
+        self.bytes_per_sample: float | None = None
+
+    @property
+    def probing(self) -> bool:
+        """Whether the next forward must measure its activations (stacking is on and nothing is known yet)."""
+        return self.memory_budget > 0 and self.bytes_per_sample is None
+
+    def max_copies(self, rows: int, n_drop: int) -> int:
+        """``r``: the most passes one forward of ``rows`` samples may stack (1 until the probe has run)."""
+        if self.memory_budget <= 0 or self.bytes_per_sample is None:
+            return 1
+        per_pass = max(1, math.ceil(self.bytes_per_sample * rows))
+        return max(1, min(n_drop, self.memory_budget // per_pass))
+
+    def next_copies(self, rows: int, n_drop: int, remaining: int) -> int:
+        """Passes of the next forward when ``remaining`` passes are left: ``remaining`` split in
+        ``⌈remaining / r⌉`` forwards of near-equal size (e.g. 10 passes with ``r = 4``: 4, 3, 3)."""
+        r = self.max_copies(rows, n_drop)
+        forwards = -(-remaining // r)
+        return -(-remaining // forwards)
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, Mapping):
+        return sum(_nbytes(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(item) for item in value)
+    return 0
+
+
+def _measured_call(net: nn.Module, run: Any) -> tuple[Any, int]:
+    """``run()`` with a forward hook on every submodule of ``net``; returns its output and the bytes they output."""
+    total = 0
+
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        nonlocal total
+        total += _nbytes(output)
+
+    handles = [module.register_forward_hook(hook) for module in net.modules()]
+    try:
+        output = run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return output, total
+
+
+def _stackable(value: Any, rows: int) -> bool:
+    """Whether ``value`` is a batch that stacking can repeat: tensors (in a mapping, tuple or list) of ``rows`` rows."""
+    if isinstance(value, torch.Tensor):
+        return value.dim() >= 1 and value.shape[0] == rows
+    if isinstance(value, Mapping):
+        tensors = [item for item in value.values() if isinstance(item, torch.Tensor)]
+        return bool(tensors) and all(_stackable(item, rows) for item in tensors)
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(_stackable(item, rows) for item in value)
+    return False
+
+
+def _stack_copies(value: Any, copies: int) -> Any:
+    """``copies`` copies of a batch along dim 0 (copy ``j`` at rows ``j·B … (j+1)·B − 1``)."""
+    if isinstance(value, torch.Tensor):
+        return value.repeat(copies, *([1] * (value.dim() - 1)))
+    if isinstance(value, Mapping):
+        return {
+            key: _stack_copies(item, copies) if isinstance(item, torch.Tensor) else item for key, item in value.items()
+        }
+    items = [_stack_copies(item, copies) for item in value]
+    return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)  # a namedtuple takes fields
+
+
+def block_rows(positions: int | torch.Tensor, count: int, device: torch.device) -> slice | torch.Tensor:
+    """Where a block of ``count`` samples goes in a per-sample output: a slice from an int offset, or its indices."""
+    if isinstance(positions, torch.Tensor):
+        return positions.to(device)
+    return slice(positions, positions + count)
+
+
+def mc_forward(
+    model: nn.Module,
+    inputs: torch.Tensor | Mapping[str, Any],
+    rows: int,
+    plan: MCPlan,
+    offset: int | torch.Tensor = 0,
+    grouping: PassGrouping | None = None,
+) -> torch.Tensor:
+    """Runs the ``n_drop`` passes of one batch; returns its ``[n_drop, rows, C]`` logits.
+
+    Args:
+        model: the network, in its MC mode.
+        inputs: the batch, on the device: a tensor (``model(x)``) or a mapping (``model(**x)``).
+        rows: samples in the batch.
+        plan: the run; its ``split``, ``memory_budget`` and ``amp_dtype`` decide how the passes run.
+        offset: pool index of the batch's first sample (consecutive batches), or the batch's pool indices (int64
+            ``[rows]``, a user batch sampler). Row ``j·rows + i`` of a forward that stacks passes ``p … p+r−1`` is
+            pass ``p + j`` of the sample at ``offset + i``: enough to derive per-sample dropout keys.
+        grouping: the run's :class:`PassGrouping` (a fresh one, with ``plan.memory_budget``, when ``None``).
+
+    Returns:
+        The logits in the model's output dtype (the autocast dtype under ``amp_dtype``), pass-major.
+    """
+    del offset  # the passes draw from the global generator for now; keyed dropout masks will take it from here
+    if grouping is None:
+        grouping = PassGrouping(plan.memory_budget)
+    with torch.no_grad(), autocast_for(plan.where, plan.amp_dtype, plan.device):
+        if plan.split is None:
+            net, features = model, inputs
+            call = lambda batch: call_model(model, batch)  # noqa: E731
+        else:
+            net, features = plan.split.head, call_model(plan.split.trunk, inputs)
+            call = plan.split.head
+        stackable = _stackable(features, rows)
+        blocks: list[torch.Tensor] = []
+        done = 0
+        while done < plan.n_drop:
+            copies = grouping.next_copies(rows, plan.n_drop, plan.n_drop - done) if stackable else 1
+            batch = features if copies == 1 else _stack_copies(features, copies)
+            if grouping.probing and stackable:
+                output, activation_bytes = _measured_call(net, lambda: call(batch))
+                grouping.bytes_per_sample = (activation_bytes + _nbytes(features)) / max(1, rows)
+            else:
+                output = call(batch)
+            logits = as_logits(output, copies * rows, plan.nclasses, plan.where)
+            blocks.append(logits.reshape(copies, rows, plan.nclasses))
+            done += copies
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
 
 def fast_mc_blocks(
     model: nn.Module, dataset: Dataset, plan: MCPlan, progress: ProgressBar
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """Batch-major MC passes. Yields ``(offset, logits)``, one ``[n_drop, B, C]`` block per batch, in pool order."""
-    for start, stop, _, inputs in iter_batches(dataset, plan.batch_size, plan.buffer_size, plan.device, plan.where):
-        logits = mc_forward(model, inputs, stop - start, plan)
+) -> Iterator[tuple[int | torch.Tensor, torch.Tensor]]:
+    """Batch-major MC passes. Yields ``(offset, logits)``, one ``[n_drop, B, C]`` block per batch, in pool order.
+
+    With ``plan.batch_sampler`` the blocks come in the sampler's order and ``offset`` is the block's int64 pool
+    indices (CPU) instead of its first index.
+    """
+    stacked = plan.split.head if plan.split is not None else model
+    # Read in the MC mode the caller set: stacking copies must not share batch statistics.
+    grouping = PassGrouping(0 if uses_batch_statistics(stacked) else plan.memory_budget)
+    if plan.batch_sampler is not None:
+        sampled = iter_sampled_batches(dataset, plan.batch_sampler, plan.device, plan.where, plan.num_workers)
+        for indices, _, inputs in sampled:
+            logits = mc_forward(model, inputs, indices.numel(), plan, indices, grouping)
+            progress.advance(indices.numel())
+            yield indices, logits
+        return
+    batches = iter_batches(dataset, plan.batch_size, plan.buffer_size, plan.device, plan.where, plan.num_workers)
+    for start, stop, _, inputs in batches:
+        logits = mc_forward(model, inputs, stop - start, plan, start, grouping)
         progress.advance(stop - start)
         yield start, logits

@@ -20,7 +20,9 @@ from ..ops import mc_scores
 from ._args import DEFAULT_STREAM_BUFFER_SIZE, RunSettings, check_budget, check_int
 from ._bad_rows import BadRowTracker, apply_nan_policy
 from ._collector import TopKCollector
+from ._distributed import distributed_group, select_across_ranks
 from ._model_state import mc_mode
+from ._passes import block_rows
 from ._progress import ProgressBar
 from .strategy import Strategy
 
@@ -37,7 +39,11 @@ class ScoreStreamingStrategy(Strategy):
     Args:
         labeled_dataset, unlabeled_dataset, net, nclasses: see :class:`Strategy`.
         args: see :class:`Strategy`; this class also reads ``stream_buffer_size`` (int, default 10000): pool
-            samples scored per streaming step (bounds memory; never changes the selection).
+            samples scored per streaming step (bounds memory; never changes the selection), and ``distributed``
+            (``None`` default, ``True`` or ``False``): whether :meth:`select` splits the pool across the ranks of
+            torch.distributed's default process group. ``None`` does so when a default group of more than one
+            process is initialized; ``True`` requires one; ``False`` selects in this process alone (e.g. on one
+            rank of a DDP job).
     """
 
     #: Score of the MC-dropout strategies ("entropy", "bald", "margin" or "least_confidence"); ``None`` here.
@@ -76,13 +82,20 @@ class ScoreStreamingStrategy(Strategy):
         with ProgressBar(num_samples, settings.progress, where) as bar, mc_mode(self.model, settings.mc_mode):
             for offset, logits in self._mc_blocks(unlabeled_buffer, plan, settings, bar):
                 tracker.update_logits(logits, offset)
-                scores[offset : offset + logits.shape[1]] = mc_scores(logits, self.mc_score)
+                scores[block_rows(offset, logits.shape[1], scores.device)] = mc_scores(logits, self.mc_score)
         first, count = tracker.summary(scores.device).tolist()
         apply_nan_policy(where, settings.nan_policy, first, count, "their scores are NaN")
         return scores
 
     def select(self, budget: int) -> list[int]:
         """The ``budget`` highest-scoring pool samples.
+
+        Under torch.distributed (see ``args['distributed']``), every rank of the default process group must call
+        ``select`` with the same pool, budget and ``args``: each scores a contiguous shard of the pool, the ranks
+        exchange at most ``budget`` candidates each, and every rank returns the same list, equal to this
+        process's selection for the same scores. An error on one rank (the model raises, NaN logits) is raised on
+        every rank; a rank that dies or never calls ``select`` leaves the others waiting for the process group's
+        timeout. Details: :mod:`entropy_al.active_learning_strategies._distributed`.
 
         Args:
             budget: how many samples to select: a non-negative int (numpy integers accepted). ``0`` or an empty
@@ -100,43 +113,70 @@ class ScoreStreamingStrategy(Strategy):
                 whole pool has run: the loop never waits on the device.
         """
         where = f"{type(self).__name__}.select"
+        group = distributed_group(where, self.args)
+        if group is not None:
+            return select_across_ranks(self, where, budget, group)
         k = check_budget(where, budget)
         num_samples = len(self.unlabeled_dataset)
         if k == 0 or num_samples == 0:
             return []
-        k = min(k, num_samples)
-        buffer_size = check_int(where, "`stream_buffer_size`", self.stream_buffer_size, 1)
-        where, settings = self._settings("select")
-        collector = TopKCollector(k, self.mc_score, buffer_size)
-        with ProgressBar(num_samples, settings.progress, where) as bar:
-            if self._scores_are_fused():
-                self._stream_mc_logits(where, settings, buffer_size, collector, bar)
-            else:
-                self._stream_acquired_scores(where, buffer_size, collector, bar)
+        settings, collector = self._score_range(min(k, num_samples), 0, num_samples)
         indices, first, count = collector.result()
         apply_nan_policy(where, settings.nan_policy, first, count, "they are ranked last")
         return indices
+
+    def _score_range(
+        self, k: int, start: int, stop: int, progress: bool = True
+    ) -> tuple[RunSettings, TopKCollector]:
+        """Scores pool samples ``start … stop − 1`` into a top-``k`` collector (whose keys carry pool indices).
+
+        The whole pool for a single-process selection, one rank's shard under torch.distributed (``progress``
+        False hides the bar on all but one rank). Returns the settings it ran with and the collector.
+        """
+        where = f"{type(self).__name__}.select"
+        buffer_size = check_int(where, "`stream_buffer_size`", self.stream_buffer_size, 1)
+        where, settings = self._settings("select")
+        collector = TopKCollector(k, self.mc_score, buffer_size)
+        if stop > start:
+            with ProgressBar(stop - start, settings.progress and progress, where) as bar:
+                if self._scores_are_fused():
+                    self._stream_mc_logits(where, settings, buffer_size, collector, bar, start, stop)
+                else:
+                    self._stream_acquired_scores(where, buffer_size, collector, bar, start, stop)
+        return settings, collector
 
     def _scores_are_fused(self) -> bool:
         # A subclass that overrides acquire_scores (DISTIL's extension point) must have it called.
         return self.mc_score is not None and type(self).acquire_scores is ScoreStreamingStrategy.acquire_scores
 
     def _stream_mc_logits(
-        self, where: str, settings: RunSettings, buffer_size: int, collector: TopKCollector, bar: ProgressBar
+        self,
+        where: str,
+        settings: RunSettings,
+        buffer_size: int,
+        collector: TopKCollector,
+        bar: ProgressBar,
+        start: int,
+        stop: int,
     ) -> None:
         plan = self._mc_plan(where, settings, getattr(self, "n_drop", None), buffer_size)
+        pool = self.unlabeled_dataset
+        # Blocks of a shard count from its first sample; the collector gets pool indices. (Anything keyed by pool
+        # index inside the MC loop, such as per-sample dropout keys, must add `start` too.)
+        shard = pool if (start, stop) == (0, len(pool)) else Subset(pool, range(start, stop))
         with mc_mode(self.model, settings.mc_mode):
-            for offset, logits in self._mc_blocks(self.unlabeled_dataset, plan, settings, bar):
-                collector.add_logits(offset, logits)
+            for offset, logits in self._mc_blocks(shard, plan, settings, bar):
+                collector.add_logits(start + offset, logits)
             collector.flush()
 
-    def _stream_acquired_scores(self, where: str, buffer_size: int, collector: TopKCollector, bar: ProgressBar) -> None:
-        num_samples = len(self.unlabeled_dataset)
-        for start in range(0, num_samples, buffer_size):
-            stop = min(num_samples, start + buffer_size)
-            scores = self.acquire_scores(Subset(self.unlabeled_dataset, list(range(start, stop))))
-            collector.add_scores(start, _as_scores(scores, stop - start, where))
-            bar.advance(stop - start)
+    def _stream_acquired_scores(
+        self, where: str, buffer_size: int, collector: TopKCollector, bar: ProgressBar, start: int, stop: int
+    ) -> None:
+        for lo in range(start, stop, buffer_size):
+            hi = min(stop, lo + buffer_size)
+            scores = self.acquire_scores(Subset(self.unlabeled_dataset, list(range(lo, hi))))
+            collector.add_scores(lo, _as_scores(scores, hi - lo, where))
+            bar.advance(hi - lo)
 
 
 def _as_scores(scores: Any, rows: int, where: str) -> torch.Tensor:

@@ -15,12 +15,24 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ._args import DEFAULT_BATCH_SIZE, RunSettings, check_args, check_int, default_device, default_loss, run_settings
+from ._args import (
+    DEFAULT_BATCH_SIZE,
+    RunSettings,
+    autocast_for,
+    check_args,
+    check_int,
+    default_device,
+    default_loss,
+    default_memory_budget,
+    run_settings,
+    throughput_settings,
+)
 from ._batches import as_logits, iter_batches
 from ._distil import distil_mc_blocks
 from ._items import batch_labels, call_model
 from ._model_state import eval_mode, mc_mode
-from ._passes import MCPlan, fast_mc_blocks
+from ._heads import resolve_split
+from ._passes import MCPlan, block_rows, fast_mc_blocks
 from ._progress import ProgressBar
 
 __all__ = ["Strategy"]
@@ -53,6 +65,31 @@ class Strategy:
               are NaN, ``+inf`` or all ``-inf``: raise a ``ValueError`` naming the first pool index, or rank
               them last with one warning.
             - ``progress`` (bool, default False): a tqdm bar over the samples during MC scoring.
+
+            Throughput of the MC passes (see :mod:`._passes`). ``amp_dtype`` aside, none changes what is computed:
+            a deterministic model gets the same selection, a dropout model scores of the same distribution (the
+            masks are drawn in another order):
+
+            - ``mc_memory_budget`` (int bytes, default 4 MiB on the CPU, cache-sized; on CUDA 1 GiB or a quarter
+              of the free memory): activation memory one forward may use when it stacks several MC passes of a
+              batch (each copy with its own dropout masks). The passes per forward are ``min(n_drop, budget //
+              (batch_size × activation bytes per sample))``, at least 1, the bytes measured on the first pass of a
+              call (input plus every submodule's output). 0 runs one pass per forward. Stacking is skipped when a
+              module would normalize with batch statistics (BatchNorm in ``mc_mode 'train'``), which copies would
+              share.
+            - ``mc_head`` (default None): head-only MC. A ``(trunk, head)`` pair of submodules with
+              ``model(x) == head(trunk(x))``, or the (dotted) name of the module of an ``nn.Sequential`` model after
+              which dropout begins. The trunk runs once per batch, the head ``n_drop`` times. A trunk holding a
+              dropout module, or a dropout module outside the head, is a ``ValueError``.
+            - ``amp_dtype`` (``None`` default, ``torch.bfloat16``/``"bf16"`` or ``torch.float16``/``"fp16"``): run
+              the forwards under ``torch.autocast``; scores still accumulate in float32. ``ValueError`` for other
+              values or when the device's autocast does not support the dtype. float16 logits beyond ±65504
+              become ``inf`` (broken output under ``nan_policy``): prefer bfloat16.
+            - ``num_workers`` (int, default 0): DataLoader workers for datasets fetched item by item (tensors,
+              ``TensorDataset`` and their ``Subset`` are sliced per batch instead, without a DataLoader).
+            - ``batch_sampler`` (default None): an iterable of index lists (e.g. a ``BatchSampler``, or batches
+              bucketed by sequence length) that the MC methods use instead of consecutive ``batch_size`` batches,
+              in its order. It must yield every index of the dataset scored exactly once.
 
     Attributes:
         labeled_dataset, unlabeled_dataset, model, target_classes, device, loss: as given (with defaults).
@@ -108,6 +145,9 @@ class Strategy:
         return where, settings
 
     def _mc_plan(self, where: str, settings: RunSettings, n_drop: Any, buffer_size: int) -> MCPlan:
+        fast = throughput_settings(where, self.args)
+        autocast_for(where, fast.amp_dtype, settings.device)  # an unsupported dtype fails before any forward
+        budget = fast.memory_budget
         return MCPlan(
             n_drop=check_int(where, "`n_drop`", n_drop, 1),
             batch_size=settings.batch_size,
@@ -115,6 +155,11 @@ class Strategy:
             nclasses=self.target_classes,
             device=settings.device,
             where=where,
+            memory_budget=default_memory_budget(settings.device) if budget is None else budget,
+            split=resolve_split(self.model, fast.mc_head, where),
+            amp_dtype=fast.amp_dtype,
+            num_workers=fast.num_workers,
+            batch_sampler=fast.batch_sampler,
         )
 
     def _mc_blocks(
@@ -136,7 +181,7 @@ class Strategy:
         with ProgressBar(num_samples, settings.progress, where) as bar, mc_mode(self.model, settings.mc_mode):
             for offset, logits in self._mc_blocks(dataset, plan, settings, bar):
                 block = torch.softmax(logits.float(), dim=2)
-                rows = slice(offset, offset + logits.shape[1])
+                rows = block_rows(offset, logits.shape[1], probs.device)
                 if split:
                     probs[:, rows] = block
                 else:
@@ -148,7 +193,8 @@ class Strategy:
     ) -> Iterator[tuple[int, int, Any, Any]]:
         """``(start, stop, batch, output)`` of deterministic forwards; the caller holds :func:`eval_mode`."""
         num_samples = len(dataset)
-        batches = iter_batches(dataset, settings.batch_size, max(1, num_samples), settings.device, where)
+        num_workers = throughput_settings(where, self.args).num_workers
+        batches = iter_batches(dataset, settings.batch_size, max(1, num_samples), settings.device, where, num_workers)
         for start, stop, batch, inputs in batches:
             with torch.no_grad():
                 output = call_model(self.model, inputs, **model_kwargs)
