@@ -55,8 +55,8 @@ inline RowSums exp_row(const float* z, int64_t num_classes, float* e) {
   return {sum_e, sum_e_t, false};
 }
 
-// p_mean holds num_classes values followed by zeros up to padded.
-inline MeanProbStats mean_prob_stats(const float* p_mean, int64_t num_classes, int64_t padded, Score score) {
+// p_mean holds the C values of p̄ followed by zeros up to padded.
+inline MeanProbStats mean_prob_stats(const float* p_mean, int64_t padded, Score score) {
   MeanProbStats stats;
   if (score == Score::kEntropy || score == Score::kBald) {
     float entropy = 0.0f;
@@ -64,7 +64,22 @@ inline MeanProbStats mean_prob_stats(const float* p_mean, int64_t num_classes, i
     for (int64_t c = 0; c < padded; ++c) entropy += neg_p_log_p(p_mean[c]);
     stats.entropy = entropy;
   } else {
-    for (int64_t c = 0; c < num_classes; ++c) stats.add(p_mean[c]);
+    // The same top-2 as MeanProbStats::add (a repeated maximum is also the second largest), as two reductions
+    // the compiler vectorizes. The zero padding cannot change it: C >= 2 for margin, and p̄ >= 0.
+    float top1 = -1.0f;
+#pragma omp simd reduction(max : top1)
+    for (int64_t c = 0; c < padded; ++c) top1 = p_mean[c] > top1 ? p_mean[c] : top1;
+    stats.top1 = top1;
+    if (score == Score::kMargin) {
+      float below = -1.0f;
+      int ties = 0;
+#pragma omp simd reduction(max : below) reduction(+ : ties)
+      for (int64_t c = 0; c < padded; ++c) {
+        below = (p_mean[c] < top1 && p_mean[c] > below) ? p_mean[c] : below;
+        ties += p_mean[c] == top1;
+      }
+      stats.top2 = ties > 1 ? top1 : below;
+    }
   }
   return stats;
 }
@@ -172,7 +187,7 @@ void mc_scores_kernel(const scalar_t* logits,  // [K, N, C] with the strides bel
         for (int64_t c = 0; c < padded; ++c) pm[c] += ep[c] * r;
         if (score == Score::kBald) sum_row_entropy += row_entropy(sums.sum_e, sums.sum_e_t);
       }
-      const MeanProbStats stats = bad ? MeanProbStats{} : mean_prob_stats(p_mean.data(), C, padded, score);
+      const MeanProbStats stats = bad ? MeanProbStats{} : mean_prob_stats(p_mean.data(), padded, score);
       out[n] = finalize_score(score, stats, sum_row_entropy * inv_passes, bad);
     }
   });
