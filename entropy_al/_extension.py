@@ -15,6 +15,8 @@ import torch
 __all__ = ["EXTENSION_LOADED", "LOAD_ERROR", "backend", "backend_info"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+# Every op of csrc/ops.cpp: the library must define them all to be used.
+_OPS = ("mc_scores", "topk_update", "mc_topk_update", "keyed_dropout", "_build_info")
 
 
 def _load() -> tuple[bool, str]:
@@ -29,9 +31,20 @@ def _load() -> tuple[bool, str]:
     else:
         try:
             torch.ops.load_library(libraries[0])
-            return True, f"compiled extension loaded from {libraries[0]}"
-        except (OSError, RuntimeError) as exc:  # missing CUDA libraries, ABI mismatch with this torch, ...
-            error = f"the compiled extension {libraries[0]} failed to load: {exc}"
+        except Exception as exc:  # missing CUDA libraries, ABI mismatch with this torch, not a library, ...
+            # torch's OSError only says "Could not load this library"; the dlopen error is its cause.
+            cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+            error = f"the compiled extension {libraries[0]} failed to load: {exc}{cause}"
+        else:
+            # A library that loads but does not define every op (a stale build, another package's file) would
+            # break the fake-kernel registrations of ops.py and keyed.py: treat it as not loaded.
+            missing = [op for op in _OPS if not hasattr(torch.ops.entropy_al, op)]
+            if not missing:
+                return True, f"compiled extension loaded from {libraries[0]}"
+            error = (
+                f"the compiled extension {libraries[0]} loaded but does not define the ops {', '.join(missing)} "
+                "(a stale or foreign build)"
+            )
     if requested == "compiled":
         raise ImportError(f"entropy_al: ENTROPY_AL_BACKEND=compiled but {error}")
     warnings.warn(

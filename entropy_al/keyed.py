@@ -9,6 +9,7 @@ same mask whatever the batch they sit in, its order, its size, the device or the
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -46,9 +47,11 @@ def check_keyed_dropout(
         raise TypeError(f"keyed_dropout: expected `x` of dtype float32, float16, bfloat16 or float64, got {x.dtype}")
     if x.dim() < 1:
         raise ValueError(f"keyed_dropout: expected `x` of shape [B, ...] (samples first), got shape {list(x.shape)}")
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):  # numbers.Real: Python and numpy floats and ints
+        raise TypeError(f"keyed_dropout: expected `p` to be a float in [0, 1], got {type(p).__name__} {p!r}")
+    if not 0.0 <= p <= 1.0:
         raise ValueError(f"keyed_dropout: expected `p` in [0, 1], got {p}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not -(1 << 63) <= seed < (1 << 64):
+    if _as_int(seed) is None or not -(1 << 63) <= _as_int(seed) < (1 << 64):
         raise ValueError(f"keyed_dropout: expected `seed` to be an int in [-2**63, 2**64), got {seed!r}")
     _check_ids(x, sample_ids, "sample_ids")
     _check_ids(x, pass_ids, "pass_ids")
@@ -57,14 +60,22 @@ def check_keyed_dropout(
         raise ValueError(f"keyed_dropout: expected at most 2**34 elements per sample, got {per_sample}")
 
 
+def _as_int(value: object) -> int | None:
+    """A Python or numpy integer (not a bool, not a tensor) as a Python int; ``None`` for anything else."""
+    if isinstance(value, (bool, torch.Tensor)) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
+
+
 def _signed64(seed: int) -> int:
     """The int64 with the same 64 bits (the schema's `int`)."""
+    seed = int(seed)
     return seed - (1 << 64) if seed >= (1 << 63) else seed
 
 
 def _full_ids(x: torch.Tensor, ids: torch.Tensor | int) -> torch.Tensor:
-    if isinstance(ids, int) and not isinstance(ids, bool):
-        return torch.full((x.shape[0],), ids, dtype=torch.int64, device=x.device)
+    if _as_int(ids) is not None:
+        return torch.full((x.shape[0],), _as_int(ids), dtype=torch.int64, device=x.device)
     return ids
 
 

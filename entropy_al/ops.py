@@ -6,12 +6,14 @@ same on every backend, then calls the compiled op (``torch.ops.entropy_al.*``) o
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 from . import reference
 from ._extension import EXTENSION_LOADED, backend
 
-__all__ = ["mc_scores", "topk_update", "mc_topk_update", "check_logits", "check_score"]
+__all__ = ["mc_scores", "topk_update", "mc_topk_update", "check_index", "check_logits", "check_score"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -40,20 +42,33 @@ def check_logits(op: str, logits: torch.Tensor) -> None:
         raise ValueError(f"{op}: expected `logits` with C = size(2) >= 1 classes, got C = {logits.shape[2]}")
 
 
-def _check_topk_state(op: str, state: torch.Tensor, device: torch.device, offset: int, count: int, k: int) -> None:
+def check_index(op: str, name: str, value: object) -> int:
+    """``value`` as a Python int ``>= 0``: Python and numpy integers (anything with ``__index__``), not bools."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < 0:
+        raise ValueError(f"{op}: expected `{name}` to be an int >= 0, got {value!r}")
+    return number
+
+
+def _check_topk_state(
+    op: str, state: torch.Tensor, device: torch.device, offset: object, count: int, k: object
+) -> tuple[int, int]:
+    """Checks the top-k arguments; returns ``(offset, k)`` as Python ints."""
     if not isinstance(state, torch.Tensor) or state.dim() != 1 or state.dtype != torch.int64:
         got = f"{state.dtype} tensor of shape {list(state.shape)}" if isinstance(state, torch.Tensor) else state
         raise TypeError(f"{op}: expected `state` to be a 1-D int64 tensor of keys, got {got}")
     if state.device != device:
         raise ValueError(f"{op}: expected `state` on {device} like the scores, got {state.device}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"{op}: expected `k` to be an int >= 0, got {k!r}")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise ValueError(f"{op}: expected `offset` to be an int >= 0, got {offset!r}")
+    k = check_index(op, "k", k)
+    offset = check_index(op, "offset", offset)
     if offset + count - 1 > reference.MAX_POOL_INDEX:
         raise ValueError(
             f"{op}: pool indices must be below 2**32, got a block ending at index {offset + count - 1}"
         )
+    return offset, k
 
 
 def mc_scores(logits: torch.Tensor, score: str = "entropy") -> torch.Tensor:
@@ -93,7 +108,7 @@ def topk_update(scores: torch.Tensor, state: torch.Tensor, offset: int, k: int) 
     if not isinstance(scores, torch.Tensor) or scores.dim() != 1 or not scores.is_floating_point():
         got = f"{scores.dtype} tensor of shape {list(scores.shape)}" if isinstance(scores, torch.Tensor) else scores
         raise TypeError(f"topk_update: expected `scores` to be a 1-D floating tensor, got {got}")
-    _check_topk_state("topk_update", state, scores.device, offset, scores.numel(), k)
+    offset, k = _check_topk_state("topk_update", state, scores.device, offset, scores.numel(), k)
     if backend(scores.device) == "torch":
         return reference.topk_update_reference(scores, state, offset, k)
     return torch.ops.entropy_al.topk_update.default(scores, state, offset, k)
@@ -108,7 +123,7 @@ def mc_topk_update(
     """
     check_logits("mc_topk_update", logits)
     check_score("mc_topk_update", score, logits.shape[2])
-    _check_topk_state("mc_topk_update", state, logits.device, offset, logits.shape[1], k)
+    offset, k = _check_topk_state("mc_topk_update", state, logits.device, offset, logits.shape[1], k)
     if backend(logits.device) == "torch":
         scores = reference.mc_scores_reference(logits, score, compute_dtype=torch.float32)
         return reference.topk_update_reference(scores, state, offset, k)

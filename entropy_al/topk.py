@@ -26,10 +26,13 @@ class StreamingTopK:
     """
 
     def __init__(self, k: int, device: torch.device | str | None = None):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise ValueError(f"StreamingTopK: expected `k` to be an int >= 0, got {k!r}")
-        self.k = k
-        self.device = torch.device(device if device is not None else "cpu")
+        self.k = ops.check_index("StreamingTopK", "k", k)
+        try:
+            self.device = torch.device(device if device is not None else "cpu")
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"StreamingTopK: expected `device` to be a torch device such as 'cpu' or 'cuda', got {device!r}"
+            ) from exc
         self.state = torch.empty(0, dtype=torch.int64, device=self.device)
         self.seen = 0
 

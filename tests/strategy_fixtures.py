@@ -206,3 +206,15 @@ def assert_same_tensors(model: nn.Module, snapshot: dict[str, tuple[int, torch.T
     for name, (identity, value) in snapshot.items():
         assert current[name][0] == identity, f"{name} was replaced by another tensor object"
         assert torch.equal(current[name][1], value), f"{name} changed"
+
+
+def keyed_mc_dropout_is_wired() -> bool:
+    """Whether the strategies know ``args['mc_dropout']`` (keyed MC dropout, README: ``'keyed'``): they refuse a bogus
+    value naming the key. Unknown keys pass through silently, so a strategy without the feature accepts it."""
+    from entropy_al import EntropySamplingDropout
+
+    try:
+        EntropySamplingDropout(None, make_pool(1), FeatureNet(), NUM_CLASSES, {"mc_dropout": "not-a-mode"})
+    except (TypeError, ValueError) as exc:
+        return "mc_dropout" in str(exc)
+    return False

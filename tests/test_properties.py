@@ -1,5 +1,8 @@
 """Property-based tests (hypothesis): random shapes, dtypes, strides and values through every backend present.
 
+Scores against the float64 reference, StreamingTopK against a stable sort, keyed_dropout against its pure-PyTorch
+oracle bit for bit.
+
 The fast profile runs in CI. ENTROPY_AL_FUZZ_EXAMPLES=10000 (or more) runs the long profile:
     ENTROPY_AL_FUZZ_EXAMPLES=10000 python -m pytest tests/test_properties.py -q
 """
@@ -91,3 +94,47 @@ def test_streaming_topk_equals_sort_on_any_blocks(device, values, cuts, k, seed)
         start, end = blocks[i]
         topk.update(scores[start:end].to(device), start)
     assert topk.indices.cpu().tolist() == sort_reference(scores, k)
+
+
+@st.composite
+def keyed_dropout_inputs(draw):
+    """(x, p, seed, sample_ids, pass_ids): any shape (zero sizes too), dtype, layout and value, any p, seed and ids."""
+    rows = draw(st.integers(0, 12))
+    trailing = draw(st.lists(st.integers(0, 17), min_size=0, max_size=3))
+    dtype = draw(st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64]))
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    x = torch.randn(rows, *trailing, generator=generator, dtype=torch.float64)
+    if draw(st.booleans()):  # special values: NaN, ±inf, ±0, huge and tiny magnitudes
+        picks = torch.randint(0, len(SPECIAL_VALUES), x.shape, generator=generator)
+        special = torch.tensor(SPECIAL_VALUES, dtype=torch.float64)[picks]
+        x = torch.where(torch.rand(x.shape, generator=generator) < 0.2, special, x)
+    x = x.to(dtype)
+    layout = draw(st.sampled_from(["contiguous", "transposed", "strided"]))
+    if layout == "transposed" and x.dim() >= 3:
+        x = x.transpose(1, 2).contiguous().transpose(1, 2)
+    elif layout == "strided" and x.dim() >= 2:
+        x = torch.repeat_interleave(x, 2, dim=-1)[..., ::2]
+    p = draw(st.sampled_from([0.0, 1.0, 0.5, 2.0**-24, 2.0**-25, 1 - 2.0**-24]) | st.floats(0.0, 1.0))
+    seed = draw(st.integers(-(2**63), 2**64 - 1))
+    sample_ids = torch.randint(-(2**63), 2**63 - 1, (rows,), generator=generator, dtype=torch.int64)
+    pass_ids = torch.randint(-(2**63), 2**63 - 1, (rows,), generator=generator, dtype=torch.int64)
+    return x, p, seed, sample_ids, pass_ids
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@PROFILE
+@given(inputs=keyed_dropout_inputs(), order_seed=st.integers(0, 1000))
+def test_keyed_dropout_is_the_reference_bit_for_bit(device, inputs, order_seed):
+    """The active backend equals the pure-PyTorch oracle bit for bit, and a row's output depends on its own ids
+    only (permuting the rows permutes the output)."""
+    from test_keyed_dropout import same_bits
+
+    x, p, seed, sample_ids, pass_ids = inputs
+    ref = reference.keyed_dropout_reference(x, p, seed, sample_ids, pass_ids)
+    x, sample_ids, pass_ids = x.to(device), sample_ids.to(device), pass_ids.to(device)
+    out = entropy_al.keyed_dropout(x, p, seed, sample_ids, pass_ids)
+    assert out.is_contiguous() and out.dtype == x.dtype and out.shape == x.shape
+    assert same_bits(out.cpu(), ref), (p, seed, x.dtype, list(x.shape))
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(order_seed)).to(device)
+    permuted = entropy_al.keyed_dropout(x[order], p, seed, sample_ids[order], pass_ids[order])
+    assert same_bits(permuted.cpu(), out[order].cpu())

@@ -192,7 +192,7 @@ def test_head_only_equals_the_plain_loop(split, device):
         scores = fast.acquire_scores(pool)
         if fast_args:  # the plain loop's random numbers, in the same order: the same logits
             torch.testing.assert_close(scores, plain, rtol=0, atol=0)
-        else:  # stacked: other masks, same distribution (next test); here only the trunk count
+        else:  # stacked: other masks, same distribution (tested below); here only the trunk count
             assert scores.shape == plain.shape
         assert trunk_calls.rows == [8, 8, 8, 6]  # the trunk once per batch, not n_drop times
 
@@ -265,6 +265,22 @@ def test_invalid_split_names_are_clear_errors(spec, message):
     s = strategy("entropy", make_pool(5), model, mc_head=spec)
     with pytest.raises(ValueError, match=message):
         s.select(2)
+
+
+def test_a_trunk_may_hold_dropout_modules_that_drop_nothing():
+    encoder = nn.TransformerEncoderLayer(NUM_FEATURES, nhead=2, dim_feedforward=8, dropout=0.0, batch_first=True)
+    model = nn.Sequential(
+        nn.Unflatten(1, (1, NUM_FEATURES)), encoder, nn.Flatten(), nn.Dropout(0.3), nn.Linear(NUM_FEATURES, NUM_CLASSES)
+    )  # each sample a sequence of one token
+    pool = make_pool(9, seed=65)
+    torch.manual_seed(4)
+    plain = strategy("entropy", pool, model, n_drop=3, batch_size=4, **PLAIN).acquire_scores(pool)
+    torch.manual_seed(4)
+    head = strategy("entropy", pool, model, n_drop=3, batch_size=4, mc_head="2", **PLAIN).acquire_scores(pool)
+    torch.testing.assert_close(head, plain, rtol=0, atol=0)
+    encoder.dropout.p = 0.1
+    with pytest.raises(ValueError, match=r"trunk contains the dropout module 1 \(TransformerEncoderLayer\)"):
+        strategy("entropy", pool, model, mc_head="2").select(2)
 
 
 @pytest.mark.parametrize("value", [3, (nn.Linear(2, 2),), ("a", "b"), ""])

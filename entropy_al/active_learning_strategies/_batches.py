@@ -130,6 +130,7 @@ class _RecordingBatchSampler:
         self.as_lists = as_lists
         self.taken: deque[torch.Tensor] = deque()
         self.count = 0
+        self.seen: torch.Tensor | None = None  # bool [num_samples]: the indices yielded so far
 
     def __iter__(self) -> Iterator[Any]:
         for batch in self.batch_sampler:
@@ -142,6 +143,17 @@ class _RecordingBatchSampler:
                     f"{self.where}: args['batch_sampler'] yielded index {int(low if low < 0 else high)} for a "
                     f"dataset of {self.num_samples} samples"
                 )
+            # A repeated index would be scored twice (and could be selected twice) while another is never scored.
+            if self.seen is None:
+                self.seen = torch.zeros(self.num_samples, dtype=torch.bool)
+            repeated = self.seen[indices].any() or indices.unique().numel() != indices.numel()
+            if repeated:
+                twice = next(i for i in indices.tolist() if self.seen[i] or (indices == i).sum() > 1)
+                raise ValueError(
+                    f"{self.where}: args['batch_sampler'] yielded index {twice} twice; it must yield every index "
+                    "exactly once"
+                )
+            self.seen[indices] = True
             self.count += indices.numel()
             if self.as_lists:
                 self.taken.append(indices)

@@ -41,6 +41,18 @@ class HeadSplit:
     head: nn.Module
 
 
+def _stochastic(module: nn.Module) -> bool:
+    """Whether ``module`` drops anything in its MC mode: a dropout-like module with a non-zero rate (a
+    ``TransformerEncoderLayer(dropout=0.0)`` in a frozen backbone is deterministic and may sit in the trunk)."""
+    if not is_dropout_like(module):
+        return False
+    if isinstance(module, nn.modules.dropout._DropoutNd):
+        return module.p > 0
+    if isinstance(module, nn.MultiheadAttention):
+        return module.dropout > 0
+    return any(_stochastic(child) for child in module.modules() if child is not module)
+
+
 def _named_modules_of(model: nn.Module) -> dict[int, str]:
     return {id(module): name or type(model).__name__ for name, module in model.named_modules(remove_duplicate=False)}
 
@@ -119,7 +131,7 @@ def resolve_split(model: nn.Module, spec: Any, where: str) -> HeadSplit | None:
             "disjoint parts of the model"
         )
     for module in model.modules():
-        if not is_dropout_like(module):
+        if not _stochastic(module):
             continue
         if id(module) in inside_trunk:
             raise ValueError(

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["batch_labels", "call_model", "model_input", "to_device"]
+__all__ = ["batch_labels", "call_model", "dataset_length", "model_input", "to_device"]
 
 
 def to_device(value: Any, device: torch.device) -> Any:
@@ -61,3 +61,15 @@ def batch_labels(batch: Any, where: str) -> torch.Tensor:
         f"{where}: predict_labels=False needs labelled items, (x, y) pairs or mappings with a 'labels' key; "
         f"got a batch of type {type(batch).__name__}"
     )
+
+
+def dataset_length(where: str, name: str, dataset: Any) -> int:
+    """``len(dataset)``, or a ``TypeError`` naming the argument when it is not a sized, map-style dataset."""
+    try:
+        return len(dataset)
+    except TypeError:
+        raise TypeError(
+            f"{where}: expected `{name}` to be a map-style dataset (with __len__ and __getitem__), a tensor or a "
+            f"TensorDataset, got {type(dataset).__name__}"
+            + (" of 0 dimensions" if isinstance(dataset, torch.Tensor) else "")
+        ) from None

@@ -18,7 +18,7 @@ Three ways :func:`mc_forward` makes the passes cheaper than ``n_drop`` calls of 
   alive at once), then ``r = min(n_drop, budget // (B · bytes per sample))``, at least 1, and the ``n_drop``
   passes of a batch run in ``⌈n_drop / r⌉`` forwards of near-equal size. The default differs by device: on CUDA
   (1 GiB, or a quarter of the free memory) a bigger forward fills the GPU better; on the CPU it is cache-sized
-  (4 MiB), because stacking only saves per-forward overhead, large for small batches, while a forward whose
+  (2 MiB), because stacking only saves per-forward overhead, large for small batches, while a forward whose
   activations outgrow the caches costs more per row than separate passes (see ``_args.DEFAULT_MC_MEMORY_BUDGET_CPU``).
 - **Head-only MC** (``args['mc_head']``, :mod:`._heads`): the trunk runs once per batch and only the head runs
   ``n_drop`` times (stacked as above).
@@ -28,6 +28,7 @@ Three ways :func:`mc_forward` makes the passes cheaper than ``n_drop`` calls of 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -239,15 +240,19 @@ def fast_mc_blocks(
     stacked = plan.split.head if plan.split is not None else model
     # Read in the MC mode the caller set: stacking copies must not share batch statistics.
     grouping = PassGrouping(0 if uses_batch_statistics(stacked) else plan.memory_budget)
+    # The batch iterators are closed on any exit (contextlib.closing): when the model raises, the traceback keeps this
+    # frame alive, and an unclosed iterator would keep its DataLoader workers (processes and threads) running.
     if plan.batch_sampler is not None:
         sampled = iter_sampled_batches(dataset, plan.batch_sampler, plan.device, plan.where, plan.num_workers)
-        for indices, _, inputs in sampled:
-            logits = mc_forward(model, inputs, indices.numel(), plan, indices, grouping)
-            progress.advance(indices.numel())
-            yield indices, logits
+        with contextlib.closing(sampled):
+            for indices, _, inputs in sampled:
+                logits = mc_forward(model, inputs, indices.numel(), plan, indices, grouping)
+                progress.advance(indices.numel())
+                yield indices, logits
         return
     batches = iter_batches(dataset, plan.batch_size, plan.buffer_size, plan.device, plan.where, plan.num_workers)
-    for start, stop, _, inputs in batches:
-        logits = mc_forward(model, inputs, stop - start, plan, start, grouping)
-        progress.advance(stop - start)
-        yield start, logits
+    with contextlib.closing(batches):
+        for start, stop, _, inputs in batches:
+            logits = mc_forward(model, inputs, stop - start, plan, start, grouping)
+            progress.advance(stop - start)
+            yield start, logits

@@ -21,6 +21,7 @@ from ._args import DEFAULT_STREAM_BUFFER_SIZE, RunSettings, check_budget, check_
 from ._bad_rows import BadRowTracker, apply_nan_policy
 from ._collector import TopKCollector
 from ._distributed import distributed_group, select_across_ranks
+from ._items import dataset_length
 from ._model_state import mc_mode
 from ._passes import block_rows
 from ._progress import ProgressBar
@@ -72,7 +73,7 @@ class ScoreStreamingStrategy(Strategy):
                 f"{type(self).__name__} must override acquire_scores(unlabeled_buffer) or set mc_score"
             )
         where, settings = self._settings("acquire_scores")
-        num_samples = len(unlabeled_buffer)
+        num_samples = dataset_length(where, "unlabeled_buffer", unlabeled_buffer)
         # One DataLoader over the whole dataset, as DISTIL's acquire_scores.
         plan = self._mc_plan(where, settings, getattr(self, "n_drop", None), num_samples)
         scores = torch.empty(num_samples, dtype=torch.float32, device=settings.device)
@@ -117,7 +118,7 @@ class ScoreStreamingStrategy(Strategy):
         if group is not None:
             return select_across_ranks(self, where, budget, group)
         k = check_budget(where, budget)
-        num_samples = len(self.unlabeled_dataset)
+        num_samples = dataset_length(where, "unlabeled_dataset", self.unlabeled_dataset)
         if k == 0 or num_samples == 0:
             return []
         settings, collector = self._score_range(min(k, num_samples), 0, num_samples)
@@ -180,7 +181,14 @@ class ScoreStreamingStrategy(Strategy):
 
 
 def _as_scores(scores: Any, rows: int, where: str) -> torch.Tensor:
-    scores = torch.as_tensor(scores)
+    try:
+        scores = torch.as_tensor(scores)
+    except (RuntimeError, TypeError, ValueError):
+        raise TypeError(
+            f"{where}: expected acquire_scores to return a tensor of {rows} real scores, got {type(scores).__name__}"
+        ) from None
+    if scores.is_complex():
+        raise TypeError(f"{where}: expected acquire_scores to return real scores, got a {scores.dtype} tensor")
     if scores.shape != (rows,):
         raise ValueError(
             f"{where}: expected acquire_scores to return {rows} scores (shape [{rows}]), got shape "

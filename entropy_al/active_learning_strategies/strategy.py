@@ -8,6 +8,7 @@ stochasticity (``args['mc_mode']``) and can reproduce DISTIL's loop exactly (``a
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -29,7 +30,7 @@ from ._args import (
 )
 from ._batches import as_logits, iter_batches
 from ._distil import distil_mc_blocks
-from ._items import batch_labels, call_model
+from ._items import batch_labels, call_model, dataset_length
 from ._model_state import eval_mode, mc_mode
 from ._heads import resolve_split
 from ._passes import MCPlan, block_rows, fast_mc_blocks
@@ -70,7 +71,7 @@ class Strategy:
             a deterministic model gets the same selection, a dropout model scores of the same distribution (the
             masks are drawn in another order):
 
-            - ``mc_memory_budget`` (int bytes, default 4 MiB on the CPU, cache-sized; on CUDA 1 GiB or a quarter
+            - ``mc_memory_budget`` (int bytes, default 2 MiB on the CPU, cache-sized; on CUDA 1 GiB or a quarter
               of the free memory): activation memory one forward may use when it stacks several MC passes of a
               batch (each copy with its own dropout masks). The passes per forward are ``min(n_drop, budget //
               (batch_size × activation bytes per sample))``, at least 1, the bytes measured on the first pass of a
@@ -141,6 +142,12 @@ class Strategy:
     def _settings(self, method: str) -> tuple[str, RunSettings]:
         where = f"{type(self).__name__}.{method}"
         settings = run_settings(where, self.args, self.device)
+        if not isinstance(self.model, nn.Module):
+            raise TypeError(
+                f"{where}: expected the model (`net`, or update_model's `clf`) to be a torch.nn.Module, got "
+                f"{type(self.model).__name__}"
+            )
+        _check_device_usable(where, settings.device)
         self.model = self.model.to(settings.device)
         return where, settings
 
@@ -172,7 +179,7 @@ class Strategy:
 
     def _mc_probabilities(self, method: str, dataset: Dataset, n_drop: Any, split: bool) -> torch.Tensor:
         where, settings = self._settings(method)
-        num_samples = len(dataset)
+        num_samples = dataset_length(where, "to_predict_dataset", dataset)
         plan = self._mc_plan(where, settings, n_drop, num_samples)
         shape = (plan.n_drop, num_samples, self.target_classes) if split else (num_samples, self.target_classes)
         probs = torch.zeros(shape, dtype=torch.float32, device=settings.device)
@@ -195,10 +202,12 @@ class Strategy:
         num_samples = len(dataset)
         num_workers = throughput_settings(where, self.args).num_workers
         batches = iter_batches(dataset, settings.batch_size, max(1, num_samples), settings.device, where, num_workers)
-        for start, stop, batch, inputs in batches:
-            with torch.no_grad():
-                output = call_model(self.model, inputs, **model_kwargs)
-            yield start, stop, batch, output
+        # Closed on any exit: a traceback that keeps this frame alive must not keep DataLoader workers running.
+        with contextlib.closing(batches):
+            for start, stop, batch, inputs in batches:
+                with torch.no_grad():
+                    output = call_model(self.model, inputs, **model_kwargs)
+                yield start, stop, batch, output
 
     # ----------------------------------------------------------------------------------------------------------
     # DISTIL's prediction helpers
@@ -206,7 +215,8 @@ class Strategy:
     def predict(self, to_predict_dataset: Dataset) -> torch.Tensor:
         """Most likely class of every sample, in eval mode: int64 ``[N]`` on the device."""
         where, settings = self._settings("predict")
-        predictions = torch.zeros(len(to_predict_dataset), dtype=torch.int64, device=settings.device)
+        num_samples = dataset_length(where, "to_predict_dataset", to_predict_dataset)
+        predictions = torch.zeros(num_samples, dtype=torch.int64, device=settings.device)
         with eval_mode(self.model):
             for start, stop, _, output in self._eval_outputs(where, settings, to_predict_dataset):
                 predictions[start:stop] = as_logits(output, stop - start, self.target_classes, where).argmax(1)
@@ -215,7 +225,8 @@ class Strategy:
     def predict_prob(self, to_predict_dataset: Dataset) -> torch.Tensor:
         """Softmax probabilities of every sample, in eval mode: float32 ``[N, nclasses]`` on the device."""
         where, settings = self._settings("predict_prob")
-        probs = torch.zeros(len(to_predict_dataset), self.target_classes, device=settings.device)
+        num_samples = dataset_length(where, "to_predict_dataset", to_predict_dataset)
+        probs = torch.zeros(num_samples, self.target_classes, device=settings.device)
         with eval_mode(self.model):
             for start, stop, _, output in self._eval_outputs(where, settings, to_predict_dataset):
                 probs[start:stop] = torch.softmax(as_logits(output, stop - start, self.target_classes, where), 1)
@@ -235,6 +246,7 @@ class Strategy:
         The model must accept ``last=True`` and then return ``(logits, embedding)``.
         """
         where, settings = self._settings("get_embedding")
+        dataset_length(where, "to_predict_dataset", to_predict_dataset)
         embedding: torch.Tensor | None = None
         with eval_mode(self.model):
             for start, stop, _, output in self._eval_outputs(where, settings, to_predict_dataset, last=True):
@@ -264,6 +276,7 @@ class Strategy:
             grad_embedding_type: ``"bias"``, ``"linear"`` or ``"bias_linear"``.
         """
         where, settings = self._settings("get_grad_embedding")
+        dataset_length(where, "dataset", dataset)
         if grad_embedding_type not in _GRAD_EMBEDDING_TYPES:
             raise ValueError(
                 f"{where}: expected grad_embedding_type to be 'bias', 'linear' or 'bias_linear', "
@@ -293,8 +306,27 @@ class Strategy:
 def _logits_and_embedding(output: Any, rows: int, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     if not (isinstance(output, (tuple, list)) and len(output) == 2 and isinstance(output[1], torch.Tensor)):
         raise TypeError(f"{where}: expected model(x, last=True) to return (logits, embedding), got {type(output)}")
+    if output[1].dim() == 0 or output[1].shape[0] != rows:
+        raise ValueError(
+            f"{where}: the model returned an embedding of shape {tuple(output[1].shape)} for a batch of {rows} "
+            "samples; expected one row per sample"
+        )
     embedding = output[1].detach().reshape(rows, -1)
     return output[0], embedding
+
+
+def _check_device_usable(where: str, device: torch.device) -> None:
+    """A clear error for a device this process cannot compute on, before the model is moved there."""
+    if device.type == "meta":
+        raise ValueError(f"{where}: the strategy's device (args['device']) is {device}, which holds no data")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index is not None and device.index >= count):
+            raise ValueError(
+                f"{where}: the strategy's device (args['device']) is {device}, but this process sees "
+                f"{count} CUDA device{'s' if count != 1 else ''}"
+                f"{' (this torch was built without CUDA)' if not torch.backends.cuda.is_built() else ''}"
+            )
 
 
 def _embedding_dim(model: nn.Module) -> int:
