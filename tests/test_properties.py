@@ -138,3 +138,20 @@ def test_keyed_dropout_is_the_reference_bit_for_bit(device, inputs, order_seed):
     order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(order_seed)).to(device)
     permuted = entropy_al.keyed_dropout(x[order], p, seed, sample_ids[order], pass_ids[order])
     assert same_bits(permuted.cpu(), out[order].cpu())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known (found by the long profile): float64 logits are rounded to float32 before the row max is "
+    "subtracted, by the kernels and the fallback alike, so near-tied logits of magnitude ~1e4 lose their difference; "
+    "the error reaches 30x the 1e-5 bound there (float32 inputs stay within 0.02x)",
+)
+@pytest.mark.parametrize("device", DEVICES)
+def test_float64_logits_of_huge_magnitude_with_near_ties(device):
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(4, 2000, 9, generator=generator, dtype=torch.float64) * 1e4
+    # In every pass one more class within 3 of the row's max: its probability is far from 0 and 1.
+    top = z.max(dim=2, keepdim=True).values
+    near = torch.randint(0, 9, (4, 2000, 1), generator=generator)
+    z = z.scatter(2, near, top - 3 * torch.rand(4, 2000, 1, generator=generator, dtype=torch.float64)).to(device)
+    assert_scores_close(entropy_al.mc_scores(z, "entropy"), reference.mc_scores_reference(z, "entropy"), "backend")

@@ -38,6 +38,10 @@ __all__ = [
     "autocast_for",
     "default_memory_budget",
     "throughput_settings",
+    "MC_DROPOUTS",
+    "check_mc_dropout_args",
+    "draw_mc_seed",
+    "mc_dropout_settings",
 ]
 
 DEFAULT_BATCH_SIZE = 1
@@ -132,6 +136,8 @@ def check_args(where: str, args: Any) -> dict[str, Any]:
         distributed_flag(where, checked)
     # Throughput of the MC passes (stacked passes, head-only MC, autocast, fetching): see check_throughput_args.
     check_throughput_args(where, checked)
+    # Where the MC passes' dropout masks come from (torch's generator or keyed): see check_mc_dropout_args.
+    check_mc_dropout_args(where, checked)
     return checked
 
 
@@ -332,3 +338,57 @@ def autocast_for(where: str, dtype: torch.dtype | None, device: torch.device) ->
             "use torch.bfloat16, or drop the key to run the forwards in the model's own dtype"
         )
     return context
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Where the MC passes' dropout masks come from (issue 10, read by Strategy and ._passes). Kept apart from the
+# throughput keys: keyed dropout changes which masks are drawn (not their distribution), so a seed's selection
+# differs from torch's dropout; in exchange it no longer depends on batch_size, stream_buffer_size, stacking or the
+# world size.
+
+#: ``args['mc_dropout']``: ``"torch"`` (torch's own dropout, the global generator) or ``"keyed"``
+#: (:func:`entropy_al.keyed_mc_dropout`: each mask a pure function of (mc_seed, pool index, pass, element)).
+MC_DROPOUTS = ("torch", "keyed")
+#: The default of ``args['mc_dropout']``. Kept ``"torch"``: see benchmarks/RESULTS.md, "Keyed MC dropout in select()".
+DEFAULT_MC_DROPOUT = "torch"
+_SEED_RANGE = (-(1 << 63), 1 << 64)
+
+
+def check_mc_dropout_args(where: str, args: Mapping[str, Any]) -> None:
+    """Checks ``mc_dropout`` and ``mc_seed`` where present, and that keyed dropout is not asked of DISTIL's loop."""
+    if "mc_dropout" in args:
+        _check_choice(where, "mc_dropout", args["mc_dropout"], MC_DROPOUTS)
+    if args.get("mc_seed") is not None:
+        seed = args["mc_seed"]
+        if isinstance(seed, bool) or type(seed).__name__ == "bool_" or isinstance(seed, torch.Tensor):
+            raise TypeError(f"{where}: expected args['mc_seed'] to be an int, got {type(seed).__name__} {seed!r}")
+        try:
+            number = operator.index(seed)
+        except TypeError:
+            raise TypeError(
+                f"{where}: expected args['mc_seed'] to be an int, got {type(seed).__name__} {seed!r}"
+            ) from None
+        if not _SEED_RANGE[0] <= number < _SEED_RANGE[1]:
+            raise ValueError(f"{where}: expected args['mc_seed'] to be an int in [-2**63, 2**64), got {number}")
+    if args.get("reproduce_distil", False) and args.get("mc_dropout", DEFAULT_MC_DROPOUT) == "keyed":
+        raise ValueError(
+            f"{where}: args['reproduce_distil'] = True reproduces DISTIL's masks with torch's own dropout and cannot "
+            "be combined with args['mc_dropout'] = 'keyed'; drop one of the two keys"
+        )
+
+
+def draw_mc_seed() -> int:
+    """A keyed-dropout seed drawn from torch's global CPU generator (so ``torch.manual_seed`` decides it): one
+    int64 draw, in ``[0, 2**63)``."""
+    return int(torch.empty((), dtype=torch.int64).random_())
+
+
+def mc_dropout_settings(where: str, args: Mapping[str, Any]) -> tuple[str, int | None]:
+    """``(args['mc_dropout'], args['mc_seed'])`` of one call: the mode (default ``"torch"``) and the seed as a
+    signed 64-bit int (same bits), or ``None`` where it is to be drawn (:func:`draw_mc_seed`)."""
+    check_mc_dropout_args(where, args)
+    seed = args.get("mc_seed")
+    if seed is not None:
+        seed = operator.index(seed)
+        seed = seed - (1 << 64) if seed >= (1 << 63) else seed
+    return args.get("mc_dropout", DEFAULT_MC_DROPOUT), seed

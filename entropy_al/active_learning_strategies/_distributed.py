@@ -2,8 +2,10 @@
 
 Every rank runs the same protocol, with the same pool, budget and ``args``:
 
-1. Handshake: one ``all_gather`` of ``[failed, pool size, budget]`` per rank. Ranks that disagree on the pool size
-   or the budget all raise a ``ValueError``; a budget of 0 or an empty pool gives ``[]`` on every rank.
+1. Handshake: one ``all_gather`` of ``[failed, pool size, budget, keyed seed]`` per rank. Ranks that disagree on the
+   pool size or the budget all raise a ``ValueError``; a budget of 0 or an empty pool gives ``[]`` on every rank.
+   With ``args['mc_dropout'] = 'keyed'`` every rank uses rank 0's seed (``args['mc_seed']``, or its draw), and keys
+   its shard's masks by global pool index: the selection is the single-process one for that seed.
 2. Rank ``r`` of ``W`` scores the contiguous shard ``[⌊N·r/W⌋, ⌊N·(r+1)/W⌋)`` of the ``N``-sample pool with its own
    streaming top-k (shard sizes differ by at most one; with ``N < W`` some are empty). Its keys carry pool indices.
 3. One ``all_gather`` of a fixed-size int64 row per rank: a header ``[failed, first broken pool index, broken count,
@@ -124,9 +126,11 @@ def select_across_ranks(
                 "select, where each rank scores its own contiguous shard; drop the key, or set "
                 "args['distributed'] = False"
             )
-        mine = [0, num_samples, k]
+        # Keyed MC dropout: every rank draws its seed (same generator use on every rank), rank 0's is used.
+        seed = strategy._select_seed(where)
+        mine = [0, num_samples, k, 0 if seed is None else seed]
     except Exception as exc:
-        error, mine = exc, [1, 0, 0]
+        error, mine = exc, [1, 0, 0, 0]
     table = _all_gather_rows(torch.tensor(mine, dtype=torch.int64, device=device), group, world).tolist()
     _raise_if_failed(where, group, rank, [row[0] for row in table], error, lambda r: "checking the pool and budget")
     if len({row[1] for row in table}) > 1 or len({row[2] for row in table}) > 1:
@@ -141,7 +145,9 @@ def select_across_ranks(
     # 2. This rank's shard, into its own streaming top-k. 3. Every rank's candidates to every rank.
     start, stop = shard_bounds(num_samples, rank, world)
     try:
-        settings, collector = strategy._score_range(k, start, stop, progress=rank == 0)
+        settings, collector = strategy._score_range(
+            k, start, stop, progress=rank == 0, mc_seed=None if seed is None else table[0][3]
+        )
         keys, summary = collector.partial()
         row = torch.cat(
             [

@@ -22,6 +22,9 @@ Three ways :func:`mc_forward` makes the passes cheaper than ``n_drop`` calls of 
   activations outgrow the caches costs more per row than separate passes (see ``_args.DEFAULT_MC_MEMORY_BUDGET_CPU``).
 - **Head-only MC** (``args['mc_head']``, :mod:`._heads`): the trunk runs once per batch and only the head runs
   ``n_drop`` times (stacked as above).
+- **Keyed dropout** (``args['mc_dropout'] = 'keyed'``, :mod:`entropy_al.keyed_mc`) is not a speed-up of the loop
+  but of each dropout (counter-based masks instead of torch's generator), and makes the masks, hence the selection,
+  independent of all of the above: ``mc_forward`` feeds every forward the rows' global pool indices and pass numbers.
 - **Autocast** (``args['amp_dtype']``): the forwards run under ``torch.autocast`` in bfloat16 or float16; scoring
   always accumulates in float32.
 """
@@ -43,6 +46,7 @@ from ._batches import as_logits, iter_batches, iter_sampled_batches
 from ._heads import HeadSplit
 from ._items import call_model
 from ._progress import ProgressBar
+from ..keyed_mc import KeyedMCDropout
 
 __all__ = ["MCPlan", "PassGrouping", "block_rows", "fast_mc_blocks", "mc_forward", "uses_batch_statistics"]
 
@@ -63,6 +67,10 @@ class MCPlan:
         amp_dtype: autocast dtype of the forwards (``None``: the model's own dtype).
         num_workers: DataLoader workers for datasets fetched item by item.
         batch_sampler: the user's batches (index lists, any order), or ``None`` for consecutive batches.
+        keyed: the active :func:`entropy_al.keyed_mc_dropout` handle (``args['mc_dropout'] = 'keyed'``), or
+            ``None`` for torch's own dropout.
+        id_base: pool index of the dataset's sample 0 (a shard's start under torch.distributed, a stream buffer's
+            start): what keyed dropout adds to the offsets to key the rows by global pool index.
     """
 
     n_drop: int
@@ -77,6 +85,9 @@ class MCPlan:
     amp_dtype: torch.dtype | None = None
     num_workers: int = 0
     batch_sampler: Any = None
+    # Keyed MC dropout (issue 10).
+    keyed: KeyedMCDropout | None = None
+    id_base: int = 0
 
 
 def uses_batch_statistics(module: nn.Module) -> bool:
@@ -179,6 +190,13 @@ def block_rows(positions: int | torch.Tensor, count: int, device: torch.device) 
     return slice(positions, positions + count)
 
 
+def _pool_ids(offset: int | torch.Tensor, rows: int, base: int) -> torch.Tensor:
+    """int64 ``[rows]`` global pool indices of a batch's rows (CPU; keyed dropout copies them to the device)."""
+    if isinstance(offset, torch.Tensor):
+        return offset.to("cpu", torch.int64) + base
+    return torch.arange(base + offset, base + offset + rows, dtype=torch.int64)
+
+
 def mc_forward(
     model: nn.Module,
     inputs: torch.Tensor | Mapping[str, Any],
@@ -196,13 +214,16 @@ def mc_forward(
         plan: the run; its ``split``, ``memory_budget`` and ``amp_dtype`` decide how the passes run.
         offset: pool index of the batch's first sample (consecutive batches), or the batch's pool indices (int64
             ``[rows]``, a user batch sampler). Row ``j·rows + i`` of a forward that stacks passes ``p … p+r−1`` is
-            pass ``p + j`` of the sample at ``offset + i``: enough to derive per-sample dropout keys.
+            pass ``p + j`` of the sample at ``offset + i``. With ``plan.keyed`` (keyed MC dropout) that row's masks
+            are keyed by (pool index ``plan.id_base + offset + i``, pass ``p + j``), so the logits of a sample do not
+            depend on the batch, the stacking or the shard it runs in.
         grouping: the run's :class:`PassGrouping` (a fresh one, with ``plan.memory_budget``, when ``None``).
 
     Returns:
         The logits in the model's output dtype (the autocast dtype under ``amp_dtype``), pass-major.
     """
-    del offset  # the passes draw from the global generator for now; keyed dropout masks will take it from here
+    keyed = plan.keyed
+    ids = _pool_ids(offset, rows, plan.id_base) if keyed is not None else None
     if grouping is None:
         grouping = PassGrouping(plan.memory_budget)
     with torch.no_grad(), autocast_for(plan.where, plan.amp_dtype, plan.device):
@@ -210,19 +231,27 @@ def mc_forward(
             net, features = model, inputs
             call = lambda batch: call_model(model, batch)  # noqa: E731
         else:
-            net, features = plan.split.head, call_model(plan.split.trunk, inputs)
-            call = plan.split.head
+            # A trunk holds no dropout module; any functional dropout in it is keyed as pass 0, apart from the head's.
+            with keyed.batch(ids, 0) if keyed is not None else contextlib.nullcontext():
+                features = call_model(plan.split.trunk, inputs)
+            net, call = plan.split.head, plan.split.head
         stackable = _stackable(features, rows)
         blocks: list[torch.Tensor] = []
         done = 0
         while done < plan.n_drop:
             copies = grouping.next_copies(rows, plan.n_drop, plan.n_drop - done) if stackable else 1
             batch = features if copies == 1 else _stack_copies(features, copies)
-            if grouping.probing and stackable:
-                output, activation_bytes = _measured_call(net, lambda: call(batch))
-                grouping.bytes_per_sample = (activation_bytes + _nbytes(features)) / max(1, rows)
-            else:
-                output = call(batch)
+            keys = contextlib.nullcontext()
+            if keyed is not None:
+                # Row j·rows + i is pass done + j of the sample ids[i]: its masks depend on nothing else.
+                passes = torch.arange(done, done + copies, dtype=torch.int64).repeat_interleave(rows)
+                keys = keyed.batch(ids.repeat(copies), passes, first_site=0 if plan.split is None else 1 << 20)
+            with keys:
+                if grouping.probing and stackable:
+                    output, activation_bytes = _measured_call(net, lambda: call(batch))
+                    grouping.bytes_per_sample = (activation_bytes + _nbytes(features)) / max(1, rows)
+                else:
+                    output = call(batch)
             logits = as_logits(output, copies * rows, plan.nclasses, plan.where)
             blocks.append(logits.reshape(copies, rows, plan.nclasses))
             done += copies

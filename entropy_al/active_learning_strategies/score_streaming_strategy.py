@@ -17,12 +17,18 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from ..ops import mc_scores
-from ._args import DEFAULT_STREAM_BUFFER_SIZE, RunSettings, check_budget, check_int
+from ._args import (
+    DEFAULT_STREAM_BUFFER_SIZE,
+    RunSettings,
+    check_budget,
+    check_int,
+    draw_mc_seed,
+    mc_dropout_settings,
+)
 from ._bad_rows import BadRowTracker, apply_nan_policy
 from ._collector import TopKCollector
 from ._distributed import distributed_group, select_across_ranks
 from ._items import dataset_length
-from ._model_state import mc_mode
 from ._passes import block_rows
 from ._progress import ProgressBar
 from .strategy import Strategy
@@ -80,7 +86,10 @@ class ScoreStreamingStrategy(Strategy):
         if num_samples == 0:
             return scores
         tracker = BadRowTracker()
-        with ProgressBar(num_samples, settings.progress, where) as bar, mc_mode(self.model, settings.mc_mode):
+        with (
+            ProgressBar(num_samples, settings.progress, where) as bar,
+            self._mc_session(where, settings, plan, unlabeled_buffer) as plan,
+        ):
             for offset, logits in self._mc_blocks(unlabeled_buffer, plan, settings, bar):
                 tracker.update_logits(logits, offset)
                 scores[block_rows(offset, logits.shape[1], scores.device)] = mc_scores(logits, self.mc_score)
@@ -126,24 +135,34 @@ class ScoreStreamingStrategy(Strategy):
         apply_nan_policy(where, settings.nan_policy, first, count, "they are ranked last")
         return indices
 
+    def _select_seed(self, where: str) -> int | None:
+        """The keyed-dropout seed of one ``select`` call (``args['mc_seed']``, else drawn now), or ``None`` with
+        torch's dropout (which then draws nothing here)."""
+        mode, seed = mc_dropout_settings(where, self.args)
+        if mode != "keyed":
+            return None
+        return seed if seed is not None else draw_mc_seed()
+
     def _score_range(
-        self, k: int, start: int, stop: int, progress: bool = True
+        self, k: int, start: int, stop: int, progress: bool = True, mc_seed: int | None = None
     ) -> tuple[RunSettings, TopKCollector]:
         """Scores pool samples ``start … stop − 1`` into a top-``k`` collector (whose keys carry pool indices).
 
         The whole pool for a single-process selection, one rank's shard under torch.distributed (``progress``
-        False hides the bar on all but one rank). Returns the settings it ran with and the collector.
+        False hides the bar on all but one rank). ``mc_seed``: the keyed-dropout seed every rank uses (``None``:
+        this call's own, see :meth:`_select_seed`). Returns the settings it ran with and the collector.
         """
         where = f"{type(self).__name__}.select"
         buffer_size = check_int(where, "`stream_buffer_size`", self.stream_buffer_size, 1)
         where, settings = self._settings("select")
+        seed = mc_seed if mc_seed is not None else self._select_seed(where)
         collector = TopKCollector(k, self.mc_score, buffer_size)
         if stop > start:
             with ProgressBar(stop - start, settings.progress and progress, where) as bar:
                 if self._scores_are_fused():
-                    self._stream_mc_logits(where, settings, buffer_size, collector, bar, start, stop)
+                    self._stream_mc_logits(where, settings, buffer_size, collector, bar, start, stop, seed)
                 else:
-                    self._stream_acquired_scores(where, buffer_size, collector, bar, start, stop)
+                    self._stream_acquired_scores(where, buffer_size, collector, bar, start, stop, seed)
         return settings, collector
 
     def _scores_are_fused(self) -> bool:
@@ -159,23 +178,38 @@ class ScoreStreamingStrategy(Strategy):
         bar: ProgressBar,
         start: int,
         stop: int,
+        seed: int | None = None,
     ) -> None:
         plan = self._mc_plan(where, settings, getattr(self, "n_drop", None), buffer_size)
         pool = self.unlabeled_dataset
-        # Blocks of a shard count from its first sample; the collector gets pool indices. (Anything keyed by pool
-        # index inside the MC loop, such as per-sample dropout keys, must add `start` too.)
+        # Blocks of a shard count from its first sample; the collector gets pool indices, and so does keyed dropout
+        # (id_base = start), so a sample's masks do not depend on the shard it falls in.
         shard = pool if (start, stop) == (0, len(pool)) else Subset(pool, range(start, stop))
-        with mc_mode(self.model, settings.mc_mode):
+        with self._mc_session(where, settings, plan, shard, seed=seed, id_base=start) as plan:
             for offset, logits in self._mc_blocks(shard, plan, settings, bar):
                 collector.add_logits(start + offset, logits)
             collector.flush()
 
     def _stream_acquired_scores(
-        self, where: str, buffer_size: int, collector: TopKCollector, bar: ProgressBar, start: int, stop: int
+        self,
+        where: str,
+        buffer_size: int,
+        collector: TopKCollector,
+        bar: ProgressBar,
+        start: int,
+        stop: int,
+        seed: int | None = None,
     ) -> None:
         for lo in range(start, stop, buffer_size):
             hi = min(stop, lo + buffer_size)
-            scores = self.acquire_scores(Subset(self.unlabeled_dataset, list(range(lo, hi))))
+            buffer = Subset(self.unlabeled_dataset, list(range(lo, hi)))
+            # An overridden acquire_scores that runs the MC methods on this buffer (DISTIL's strategies do) gets
+            # keyed masks by pool index (lo + i) and this call's seed: the same whatever stream_buffer_size.
+            self._acquire_buffer = (buffer, lo, seed)
+            try:
+                scores = self.acquire_scores(buffer)
+            finally:
+                self._acquire_buffer = None
             collector.add_scores(lo, _as_scores(scores, hi - lo, where))
             bar.advance(hi - lo)
 

@@ -9,6 +9,7 @@ stochasticity (``args['mc_mode']``) and can reproduce DISTIL's loop exactly (``a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -25,6 +26,8 @@ from ._args import (
     default_device,
     default_loss,
     default_memory_budget,
+    draw_mc_seed,
+    mc_dropout_settings,
     run_settings,
     throughput_settings,
 )
@@ -35,6 +38,7 @@ from ._model_state import eval_mode, mc_mode
 from ._heads import resolve_split
 from ._passes import MCPlan, block_rows, fast_mc_blocks
 from ._progress import ProgressBar
+from ..keyed_mc import UnkeyableDropoutError, keyed_mc_dropout
 
 __all__ = ["Strategy"]
 
@@ -91,6 +95,20 @@ class Strategy:
             - ``batch_sampler`` (default None): an iterable of index lists (e.g. a ``BatchSampler``, or batches
               bucketed by sequence length) that the MC methods use instead of consecutive ``batch_size`` batches,
               in its order. It must yield every index of the dataset scored exactly once.
+
+            Where the MC passes' dropout masks come from (:mod:`entropy_al.keyed_mc`):
+
+            - ``mc_dropout`` (``"torch"`` default, or ``"keyed"``): torch's own dropout (the global generator), or
+              keyed dropout: every mask of the model's dropout modules and functional dropout calls is a pure
+              function of (``mc_seed``, the sample's pool index, the pass, the element), so a seed's scores and
+              selection are the same whatever ``batch_size``, ``stream_buffer_size``, ``mc_memory_budget``,
+              ``batch_sampler``, ``mc_head``'s stacking or the number of ranks (up to float rounding of the model's
+              own kernels, which may differ with the batch size). The modules are restored on exit, also after an
+              exception. A dropout it cannot key (samples not in dim 0, attention or RNN inter-layer dropout) raises
+              :class:`entropy_al.UnkeyableDropoutError` at the first forward. Not with ``reproduce_distil``.
+            - ``mc_seed`` (int in ``[-2**63, 2**64)``, default None): the keyed masks' seed; ``None`` draws one
+              from torch's global generator once per call (so ``torch.manual_seed`` decides it; under
+              torch.distributed rank 0's draw is used by every rank). Ignored with ``mc_dropout = "torch"``.
 
     Attributes:
         labeled_dataset, unlabeled_dataset, model, target_classes, device, loss: as given (with defaults).
@@ -169,6 +187,41 @@ class Strategy:
             batch_sampler=fast.batch_sampler,
         )
 
+    @contextlib.contextmanager
+    def _mc_session(
+        self,
+        where: str,
+        settings: RunSettings,
+        plan: MCPlan,
+        dataset: Dataset,
+        seed: int | None = None,
+        id_base: int = 0,
+    ) -> Iterator[MCPlan]:
+        """The model in its MC mode (:func:`mc_mode`) and, with ``args['mc_dropout'] = 'keyed'``, its dropout keyed;
+        yields the plan to run (with the keyed handle). Everything is restored on exit, also after an exception.
+
+        ``seed``: the keyed seed resolved by the caller (``select``: once per call, rank 0's under torch.distributed),
+        else ``args['mc_seed']``, else one drawn now. ``id_base``: pool index of ``dataset``'s sample 0. A stream
+        buffer that ``select`` hands to an overridden ``acquire_scores`` carries its own (see ``_acquire_buffer``).
+        """
+        mode, args_seed = mc_dropout_settings(where, self.args)
+        buffer = getattr(self, "_acquire_buffer", None)
+        if buffer is not None and buffer[0] is dataset:
+            id_base, seed = buffer[1], buffer[2] if seed is None else seed
+        with mc_mode(self.model, settings.mc_mode):
+            if mode != "keyed":
+                yield plan
+                return
+            if seed is None:
+                seed = args_seed if args_seed is not None else draw_mc_seed()
+            try:
+                with keyed_mc_dropout(self.model, seed) as keyed:
+                    yield dataclasses.replace(plan, keyed=keyed, id_base=id_base)
+            except UnkeyableDropoutError as exc:
+                raise UnkeyableDropoutError(
+                    f"{where}: args['mc_dropout'] = 'keyed': {exc} (args['mc_dropout'] = 'torch')"
+                ) from exc
+
     def _mc_blocks(
         self, dataset: Dataset, plan: MCPlan, settings: RunSettings, progress: ProgressBar
     ) -> Iterator[tuple[int, torch.Tensor]]:
@@ -185,7 +238,10 @@ class Strategy:
         probs = torch.zeros(shape, dtype=torch.float32, device=settings.device)
         if num_samples == 0:
             return probs
-        with ProgressBar(num_samples, settings.progress, where) as bar, mc_mode(self.model, settings.mc_mode):
+        with (
+            ProgressBar(num_samples, settings.progress, where) as bar,
+            self._mc_session(where, settings, plan, dataset) as plan,
+        ):
             for offset, logits in self._mc_blocks(dataset, plan, settings, bar):
                 block = torch.softmax(logits.float(), dim=2)
                 rows = block_rows(offset, logits.shape[1], probs.device)
