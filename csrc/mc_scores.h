@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/amax.h>
 #include <c10/util/Exception.h>
 
 #include <string>
@@ -15,6 +16,14 @@ namespace entropy_al {
 // "torch.int64" rather than "Long": the name users write, as the Python layer prints it.
 inline std::string dtype_name(at::ScalarType dtype) {
   return "torch." + std::string(c10::getDtypeNames(dtype).first);
+}
+
+// float64 logits are shifted by their row max in float64 before the kernels convert them to float32: near-tied
+// logits of huge magnitude (|z| ~ 1e4) would otherwise lose their difference. Softmax is shift-invariant; rows
+// with NaN or +inf stay bad (inf - inf = NaN), and so do rows of only -inf.
+inline at::Tensor shift_float64_rows(const at::Tensor& logits) {
+  if (logits.scalar_type() != at::kDouble || logits.numel() == 0) return logits;
+  return logits.sub(at::amax(logits, {2}, /*keepdim=*/true));
 }
 
 inline Score parse_score(const char* op, std::string_view name, int64_t num_classes) {

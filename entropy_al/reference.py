@@ -66,7 +66,11 @@ def mc_scores_reference(
     out = torch.empty(N, dtype=compute_dtype, device=logits.device)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, K * C))
     for start in range(0, N, chunk):
-        z = logits[:, start : start + chunk].to(compute_dtype)
+        z = logits[:, start : start + chunk]
+        if z.dtype == torch.float64 and compute_dtype != torch.float64:
+            # As the kernels do: shift by the row max in float64 first, so near-tied huge logits keep their gap.
+            z = z - z.amax(dim=2, keepdim=True)
+        z = z.to(compute_dtype)
         out[start : start + chunk] = _scores_of_chunk(z, score)
     return out
 

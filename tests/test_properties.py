@@ -140,12 +140,8 @@ def test_keyed_dropout_is_the_reference_bit_for_bit(device, inputs, order_seed):
     assert same_bits(permuted.cpu(), out[order].cpu())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known (found by the long profile): float64 logits are rounded to float32 before the row max is "
-    "subtracted, by the kernels and the fallback alike, so near-tied logits of magnitude ~1e4 lose their difference; "
-    "the error reaches 30x the 1e-5 bound there (float32 inputs stay within 0.02x)",
-)
+# Found by the long profile: float64 logits used to be rounded to float32 before the row max was subtracted, so
+# near-tied logits of magnitude ~1e4 lost their difference (30x the 1e-5 bound).
 @pytest.mark.parametrize("device", DEVICES)
 def test_float64_logits_of_huge_magnitude_with_near_ties(device):
     generator = torch.Generator().manual_seed(0)

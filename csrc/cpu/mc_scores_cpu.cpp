@@ -201,9 +201,10 @@ at::Tensor mc_scores_cpu(const at::Tensor& logits, c10::string_view score_name) 
   const int64_t K = logits.size(0), N = logits.size(1), C = logits.size(2);
   at::Tensor out = at::empty({N}, logits.options().dtype(at::kFloat));
   if (N == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mc_scores_cpu", [&] {
-    mc_scores_kernel<scalar_t>(logits.const_data_ptr<scalar_t>(), K, N, C, logits.stride(0), logits.stride(1),
-                               logits.stride(2), score, out.mutable_data_ptr<float>());
+  const at::Tensor input = shift_float64_rows(logits);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "mc_scores_cpu", [&] {
+    mc_scores_kernel<scalar_t>(input.const_data_ptr<scalar_t>(), K, N, C, input.stride(0), input.stride(1),
+                               input.stride(2), score, out.mutable_data_ptr<float>());
   });
   return out;
 }

@@ -400,8 +400,9 @@ unsigned int grid_size(int64_t work_blocks, int block_threads) {
 
 }  // namespace
 
-void mc_scores_cuda_launch(const at::Tensor& logits, Score score, float* scores, int64_t* keys,
+void mc_scores_cuda_launch(const at::Tensor& raw_logits, Score score, float* scores, int64_t* keys,
                            int64_t first_index) {
+  const at::Tensor logits = shift_float64_rows(raw_logits);
   const int64_t K = logits.size(0), N = logits.size(1), C = logits.size(2);
   if (N == 0) return;
   const int64_t stride_k = logits.stride(0), stride_n = logits.stride(1), stride_c = logits.stride(2);
