@@ -17,6 +17,8 @@ For every case and pool size N, three things run side by side (interleaved, in r
   merge of the 0-d score tensors into the best ``budget`` (a heap: cheaper than DISTIL's AVL tree).
 - select: ``EntropySamplingDropout.select(budget)`` with default ``args`` besides ``batch_size``, ``n_drop`` and
   ``device``, on the same ``TensorDataset`` as the baseline (the pool stays on the CPU; the model on ``--device``).
+- keyed: the same ``select`` with ``args['mc_dropout'] = 'keyed'`` (``mc_seed`` 0): keyed dropout masks
+  (:mod:`entropy_al.keyed_mc`) instead of torch's generator.
 
 Before timing, with dropout switched off, the baseline and select() must pick the same samples. Times are the
 best of ``--rounds`` interleaved rounds: the CPUs of this workplace are shared, and the minimum is the estimate
@@ -165,9 +167,11 @@ def distil_style_select(
 
 
 def our_select(
-    model: nn.Module, pool: TensorDataset, budget: int, n_drop: int, batch_size: int, device: str
+    model: nn.Module, pool: TensorDataset, budget: int, n_drop: int, batch_size: int, device: str, keyed: bool = False
 ) -> list[int]:
     args = {"batch_size": batch_size, "n_drop": n_drop, "device": device}
+    if keyed:
+        args.update(mc_dropout="keyed", mc_seed=0)
     return entropy_al.EntropySamplingDropout(None, pool, model, 10, args).select(budget)
 
 
@@ -235,10 +239,11 @@ def check_same_selection(case: Case, model: nn.Module, pool: TensorDataset, devi
         budget = min(case.budget, 200)
         expected = distil_style_select(model, small, budget, 2, case.batch_size, 10, device)
         with_ours = our_select(model, small, budget, 2, case.batch_size, device)
+        keyed = our_select(model, small, budget, 2, case.batch_size, device, keyed=True)
     finally:
         for module, p in rates.items():
             module.p = p
-    if sorted(expected) != sorted(with_ours):
+    if sorted(expected) != sorted(with_ours) or sorted(expected) != sorted(keyed):
         raise SystemExit(f"{case.name}: select() and the DISTIL-style baseline disagree with dropout off")
 
 
@@ -263,6 +268,7 @@ class Setup:
             "per-pass": lambda: self.run_floor(stacked=False),
             "baseline": self.run_baseline,
             "select": self.run_select,
+            "keyed": lambda: self.run_select(keyed=True),
         }
 
     def run_floor(self, stacked: bool = True) -> None:
@@ -274,9 +280,9 @@ class Setup:
         distil_style_select(self.model, self.pool, c.budget, c.n_drop, c.batch_size, 10, self.device)
         set_dropout_mode(self.model)
 
-    def run_select(self) -> None:
+    def run_select(self, keyed: bool = False) -> None:
         c = self.case
-        our_select(self.model, self.pool, c.budget, c.n_drop, c.batch_size, self.device)
+        our_select(self.model, self.pool, c.budget, c.n_drop, c.batch_size, self.device, keyed)
 
     def warm_up(self, name: str) -> None:
         """One untimed call on a slice (allocator, thread pools, first-call costs)."""
@@ -288,7 +294,7 @@ class Setup:
         elif name == "baseline":
             distil_style_select(model, warm, 10, c.n_drop, c.batch_size, 10, self.device)
         else:
-            our_select(model, warm, 10, c.n_drop, c.batch_size, self.device)
+            our_select(model, warm, 10, c.n_drop, c.batch_size, self.device, name == "keyed")
         set_dropout_mode(model)
 
 
@@ -329,7 +335,7 @@ def run_case(case: Case, n: int, device: str, rounds: int, memory: bool) -> list
     best = {name: min(values) for name, values in seconds.items()}
     best["floor"] = min(best["stacked"], best["per-pass"])
     del setup
-    shown = ["stacked", "baseline", "select"]
+    shown = ["stacked", "baseline", "select", "keyed"]
     rss = [rss_in_subprocess(case, n, name, device) if memory else "-" for name in shown]
     row = [
         case.name,
@@ -340,6 +346,9 @@ def run_case(case: Case, n: int, device: str, rounds: int, memory: bool) -> list
         f"{n / best['select']:,.0f}",
         f"{best['select'] / best['floor']:.2f}",
         f"{best['baseline'] / best['select']:.2f}",
+        f"{best['keyed']:.2f}",
+        f"{best['select'] / best['keyed']:.2f}",
+        f"{best['baseline'] / best['keyed']:.2f}",
         " / ".join(rss),
     ]
     if device == "cuda":
@@ -380,9 +389,10 @@ def main() -> None:
     print(f"# select() on {machine_description(device)}; backend: {entropy_al.backend(device)}")
     print(f"# load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; best of {rounds} round(s)\n")
     headers = ["case", "N", "floor s (stacked / per-pass)", "DISTIL-style s", "select s", "select samples/s",
-               "select/floor", "baseline/select", "peak RSS +MiB (stacked floor / baseline / select)"]  # fmt: skip
+               "select/floor", "baseline/select", "keyed select s", "select/keyed", "baseline/keyed",
+               "peak RSS +MiB (stacked floor / baseline / select / keyed)"]  # fmt: skip
     if device == "cuda":
-        headers.append("peak CUDA +MiB (stacked floor / baseline / select)")
+        headers.append("peak CUDA +MiB (stacked floor / baseline / select / keyed)")
     rows = []
     for case in cases:
         for n in case.sizes:
