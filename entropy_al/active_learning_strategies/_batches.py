@@ -79,7 +79,7 @@ def iter_batches(
         fetched = (((start, stop), *source.fetch(range(start, stop))) for start, stop in ranges)
     else:
         sampler = _RangeBatchSampler(num_samples, batch_size, buffer_size)
-        loader = _loader(dataset, sampler, num_workers, device)
+        loader = _loader(dataset, sampler, num_workers)
         fetched = ((bounds, batch, True) for bounds, batch in zip(ranges, loader, strict=True))
     for (start, stop), batch, inputs in _moved(fetched, device, where):
         yield start, stop, batch, inputs
@@ -109,7 +109,7 @@ def iter_sampled_batches(
         fetched = ((indices, *source.fetch(indices)) for indices in recorder)
     else:
         # The DataLoader runs ahead of us (workers, prefetch): the recorder keeps the batches it handed out.
-        loader = _loader(dataset, recorder, num_workers, device)
+        loader = _loader(dataset, recorder, num_workers)
         fetched = ((recorder.taken.popleft(), batch, True) for batch in loader)
     yield from _moved(fetched, device, where)
     if recorder.count != num_samples:
@@ -162,10 +162,10 @@ class _RecordingBatchSampler:
                 yield indices
 
 
-def _loader(dataset: Dataset, batch_sampler: Iterable[Any], num_workers: int, device: torch.device) -> DataLoader:
-    # Pinned batches make the host-to-device copies asynchronous (see _moved).
-    pin = device.type == "cuda" and torch.cuda.is_available()
-    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers, pin_memory=pin)
+def _loader(dataset: Dataset, batch_sampler: Iterable[Any], num_workers: int) -> DataLoader:
+    # No pin_memory here: items already on a GPU would make the DataLoader's pinning fail, and _AsyncCopier pins
+    # CPU batches itself before its non_blocking copies.
+    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers)
 
 
 # ------------------------------------------------------------------------------------------------------------------
