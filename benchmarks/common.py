@@ -11,7 +11,9 @@ from torch.utils import benchmark
 def median_seconds(fn, min_run_time: float = 1.0) -> float:
     """Median time of fn() (CUDA-synchronized by torch.utils.benchmark), after one warm-up call."""
     fn()
-    return benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median
+    # Timer defaults to one thread; time with the threads the process was given, as a user's call runs.
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
 def machine_description(device: str) -> str:

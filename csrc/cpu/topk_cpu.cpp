@@ -23,6 +23,7 @@ at::Tensor merge_block(const float* scores, int64_t count, const at::Tensor& sta
   const int64_t threshold = (full && k > 0) ? state_keys[kept - 1] : INT64_MIN;
   std::vector<int64_t> candidates;
   if (k > 0) {
+    candidates.reserve(full ? 0 : count);
     for (int64_t i = 0; i < count; ++i) {
       const int64_t key = encode_key(scores[i], offset + i);
       if (!full || key > threshold) candidates.push_back(key);
@@ -31,9 +32,14 @@ at::Tensor merge_block(const float* scores, int64_t count, const at::Tensor& sta
   const int64_t merged = std::min<int64_t>(k, kept + static_cast<int64_t>(candidates.size()));
   at::Tensor out = at::empty({merged}, state.options());
   if (merged == 0) return out;
-  // Only the best `merged` candidates can survive; sort just those.
+  // Only the best `merged` candidates can survive.
   const int64_t useful = std::min<int64_t>(merged, static_cast<int64_t>(candidates.size()));
-  std::partial_sort(candidates.begin(), candidates.begin() + useful, candidates.end(), std::greater<int64_t>());
+  // Selection in O(candidates), then a sort of the survivors only.
+  const auto survivors_end = candidates.begin() + useful;
+  if (useful < static_cast<int64_t>(candidates.size())) {
+    std::nth_element(candidates.begin(), survivors_end, candidates.end(), std::greater<int64_t>());
+  }
+  std::sort(candidates.begin(), survivors_end, std::greater<int64_t>());
   int64_t* out_keys = out.mutable_data_ptr<int64_t>();
   int64_t a = 0, b = 0;
   for (int64_t i = 0; i < merged; ++i) {
