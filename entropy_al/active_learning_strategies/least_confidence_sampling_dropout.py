@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from torch import nn
-from torch.utils.data import Dataset
-
-from ._args import DEFAULT_N_DROP
 from .score_streaming_strategy import ScoreStreamingStrategy
 
 __all__ = ["LeastConfidenceSamplingDropout"]
@@ -27,14 +22,3 @@ class LeastConfidenceSamplingDropout(ScoreStreamingStrategy):
     """
 
     mc_score: ClassVar[str | None] = "least_confidence"
-
-    def __init__(
-        self,
-        labeled_dataset: Dataset,
-        unlabeled_dataset: Dataset,
-        net: nn.Module,
-        nclasses: int,
-        args: Mapping[str, Any] | None = None,
-    ):
-        super().__init__(labeled_dataset, unlabeled_dataset, net, nclasses, args)
-        self.n_drop: int = self.args.get("n_drop", DEFAULT_N_DROP)

@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 from torch import nn
 from torch.utils.data import Dataset
 
-from ._args import DEFAULT_N_DROP
 from .score_streaming_strategy import ScoreStreamingStrategy
 
 __all__ = ["MarginSamplingDropout"]
@@ -37,6 +36,5 @@ class MarginSamplingDropout(ScoreStreamingStrategy):
         args: Mapping[str, Any] | None = None,
     ):
         super().__init__(labeled_dataset, unlabeled_dataset, net, nclasses, args)
-        self.n_drop: int = self.args.get("n_drop", DEFAULT_N_DROP)
         if self.target_classes < 2:
             raise ValueError(f"{type(self).__name__}: margin sampling needs nclasses >= 2, got {self.target_classes}")

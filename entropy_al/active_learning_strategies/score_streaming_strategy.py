@@ -18,6 +18,7 @@ from torch.utils.data import Dataset, Subset
 
 from ..ops import mc_scores
 from ._args import (
+    DEFAULT_N_DROP,
     DEFAULT_STREAM_BUFFER_SIZE,
     RunSettings,
     check_budget,
@@ -66,6 +67,8 @@ class ScoreStreamingStrategy(Strategy):
     ):
         super().__init__(labeled_dataset, unlabeled_dataset, net, nclasses, args)
         self.stream_buffer_size: int = self.args.get("stream_buffer_size", DEFAULT_STREAM_BUFFER_SIZE)
+        if self.mc_score is not None:  # the MC-dropout strategies, as DISTIL's subclasses set it
+            self.n_drop: int = self.args.get("n_drop", DEFAULT_N_DROP)
 
     def acquire_scores(self, unlabeled_buffer: Dataset) -> torch.Tensor:
         """Score of every sample of ``unlabeled_buffer`` (higher = selected first): float32 ``[len]`` on the device.
