@@ -40,6 +40,7 @@ demo: build
 bench: build
 	$(PY) benchmarks/bench_scores.py
 	$(PY) benchmarks/bench_topk.py
+	$(PY) benchmarks/bench_dropout.py
 	$(PY) benchmarks/bench_select.py
 
 $(CUDA_VENV)/.installed:
