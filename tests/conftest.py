@@ -35,3 +35,13 @@ def poison_allocator(device, nbytes):
     so an output element a kernel forgot to write shows up as NaN instead of a lucky zero."""
     block = torch.full((max(1, nbytes // 4),), float("nan"), dtype=torch.float32, device=device)
     del block
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny forwards: intra-op threads only add OpenMP barriers, which stall for milliseconds on a loaded machine
+    (BatchNorm in train mode took 50 ms per [4, 16] batch with 2 threads on 2 busy cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

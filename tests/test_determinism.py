@@ -51,12 +51,7 @@ PATHS = {
 PARAMS = [pytest.param(name, marks=KEYED) if name == "keyed" else name for name in PATHS]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def selection(path: str, seed: int, device: str = "cpu", **overrides) -> list[int]:

@@ -49,14 +49,7 @@ PACKAGE = os.path.dirname(os.path.abspath(entropy_al.__file__))
 KEYED = pytest.mark.skipif(not keyed_mc_dropout_is_wired(), reason="args['mc_dropout'] is not wired yet")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny forwards: intra-op threads only add OpenMP barriers, which stall for milliseconds on a loaded machine
-    (BatchNorm in train mode took 50 ms per [4, 16] batch with 2 threads on 2 busy cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Interrupting(nn.Module):

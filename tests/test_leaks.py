@@ -28,13 +28,7 @@ CALLS = 100
 WARM_UP = 20
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny forwards: intra-op threads only add OpenMP barriers, slow on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def resident_bytes() -> int:
