@@ -59,7 +59,7 @@ def bench_select(args: argparse.Namespace) -> None:
     strategy = EntropySamplingDropout(None, pool, model, 10, settings)
 
     def data_only(dataset) -> None:
-        for *_, inputs in iter_batches(dataset, args.batch_size, 10000, device, "bench"):
+        for *_, _inputs in iter_batches(dataset, args.batch_size, 10000, device, "bench"):
             pass
 
     def forwards_only() -> None:

@@ -23,8 +23,9 @@ from torch import nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # common.py, and the package built in place
-import entropy_al  # noqa: E402
 from common import machine_description, median_seconds, print_table  # noqa: E402
+
+import entropy_al  # noqa: E402
 from entropy_al import keyed_mc, reference  # noqa: E402
 
 SEED = 2024
@@ -72,7 +73,8 @@ def dropout_table(args: argparse.Namespace) -> None:
             check_rate("rand mask", rand_mask_dropout(x, args.p), x, args.p)
             timings = {
                 "keyed": median_seconds(
-                    lambda: entropy_al.keyed_dropout(x, args.p, SEED, sample_ids, pass_ids), args.min_run_time),
+                    lambda: entropy_al.keyed_dropout(x, args.p, SEED, sample_ids, pass_ids), args.min_run_time
+                ),
                 "nn": median_seconds(lambda: drop(x), args.min_run_time),
                 "rand": median_seconds(lambda: rand_mask_dropout(x, args.p), args.min_run_time),
             }
@@ -113,8 +115,15 @@ def mc_head_table(args: argparse.Namespace) -> None:
                 keyed_time = median_seconds(keyed_forward, args.min_run_time)
             with keyed_mc.keyed_mc_dropout(head, SEED, functional=False) as keyed:
                 no_mode = median_seconds(keyed_forward, args.min_run_time)
-        rows.append([str(batch), f"{plain * 1e3:.3f}", f"{keyed_time * 1e3:.3f}", f"{no_mode * 1e3:.3f}",
-                     f"{plain / keyed_time:.2f}x"])
+        rows.append(
+            [
+                str(batch),
+                f"{plain * 1e3:.3f}",
+                f"{keyed_time * 1e3:.3f}",
+                f"{no_mode * 1e3:.3f}",
+                f"{plain / keyed_time:.2f}x",
+            ]
+        )
     print_table(["rows", "nn.Dropout head ms", "keyed head ms", "keyed, functional=False ms", "plain/keyed"], rows)
 
 
@@ -130,8 +139,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"# keyed_dropout on {machine_description(args.device)}; backend: {entropy_al.backend(args.device)}; "
-          f"p = {args.p}\n")
+    print(
+        f"# keyed_dropout on {machine_description(args.device)}; backend: {entropy_al.backend(args.device)}; "
+        f"p = {args.p}\n"
+    )
     dropout_table(args)
     print("\n# MC head 128 -> 64 (ReLU, Dropout) -> 10, one forward\n")
     mc_head_table(args)

@@ -17,8 +17,9 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # common.py, and the package built in place
-import entropy_al  # noqa: E402
 from common import machine_description, median_seconds, print_table  # noqa: E402
+
+import entropy_al  # noqa: E402
 from entropy_al import reference  # noqa: E402
 
 
@@ -56,8 +57,18 @@ def main() -> None:
     shapes = args.shapes or ("10x1000000x10,10x1000000x100,10x1000000x1000" if cuda else "10x100000x100")
     dtypes = args.dtypes or ("float32,bfloat16" if cuda else "float32")
     print(f"# mc_scores on {machine_description(args.device)}; backend: {entropy_al.backend(args.device)}\n")
-    headers = ["shape", "dtype", "score", "ours ms", "eager ms", "compile ms", "fallback ms",
-               "eager/ours", "compile/ours", "fallback/ours"]
+    headers = [
+        "shape",
+        "dtype",
+        "score",
+        "ours ms",
+        "eager ms",
+        "compile ms",
+        "fallback ms",
+        "eager/ours",
+        "compile/ours",
+        "fallback/ours",
+    ]
     if cuda:
         headers += ["GB/s", "% of copy"]
     rows = []
@@ -88,9 +99,14 @@ def main() -> None:
                     check("compile", compiled(logits[:, :20000]), ref_sample)
                     timings["compile"] = median_seconds(lambda: compiled(logits), args.min_run_time)
                 ours = timings["ours"]
-                cells = [shape_text, dtype_name, score] + [
-                    f"{timings[k] * 1e3:.2f}" if k in timings else "-" for k in ("ours", "eager", "compile", "fallback")
-                ] + [f"{timings[k] / ours:.2f}x" if k in timings else "-" for k in ("eager", "compile", "fallback")]
+                cells = (
+                    [shape_text, dtype_name, score]
+                    + [
+                        f"{timings[k] * 1e3:.2f}" if k in timings else "-"
+                        for k in ("ours", "eager", "compile", "fallback")
+                    ]
+                    + [f"{timings[k] / ours:.2f}x" if k in timings else "-" for k in ("eager", "compile", "fallback")]
+                )
                 if cuda:
                     cells += [f"{nbytes / ours / 1e9:.0f}", f"{copy_ms / 1e3 / ours * 100:.0f}%"]
                 rows.append(cells)

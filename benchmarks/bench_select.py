@@ -52,8 +52,9 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # common.py, and the package built in place
-import entropy_al  # noqa: E402
 from common import machine_description, print_table  # noqa: E402
+
+import entropy_al  # noqa: E402
 
 DISTIL_BUFFER = 10_000
 

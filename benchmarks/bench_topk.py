@@ -18,8 +18,9 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
-import entropy_al  # noqa: E402
 from common import machine_description, median_seconds, print_table  # noqa: E402
+
+import entropy_al  # noqa: E402
 
 
 def blocks_of(n: int, block: int):
@@ -68,8 +69,10 @@ def main() -> None:
     n = args.n or (1_000_000 if cuda else 200_000)
     blocks = [int(b) for b in (args.blocks or ("10000,100000,1000000" if cuda else "10000,100000")).split(",")]
     logits = torch.randn(args.passes, n, args.classes, device=args.device) * 3
-    print(f"# streaming top-k on {machine_description(args.device)}; backend: {entropy_al.backend(args.device)}; "
-          f"logits [{args.passes}, {n}, {args.classes}] float32, score {args.score}\n")
+    print(
+        f"# streaming top-k on {machine_description(args.device)}; backend: {entropy_al.backend(args.device)}; "
+        f"logits [{args.passes}, {n}, {args.classes}] float32, score {args.score}\n"
+    )
     rows = []
     for block in blocks:
         alone = median_seconds(lambda: score_only(logits, block, args.score), args.min_run_time)
@@ -82,10 +85,31 @@ def main() -> None:
             t_fused = median_seconds(lambda: fused(logits, block, k, args.score), args.min_run_time)
             t_unfused = median_seconds(lambda: unfused(logits, block, k, args.score), args.min_run_time)
             t_all = median_seconds(lambda: keep_all(logits, block, k, args.score), args.min_run_time)
-            rows.append([f"{block}", f"{k}", f"{alone * 1e3:.2f}", f"{t_fused * 1e3:.2f}", f"{t_unfused * 1e3:.2f}",
-                         f"{t_all * 1e3:.2f}", f"{(t_fused / alone - 1) * 100:+.1f}%", f"{t_all / t_fused:.2f}x"])
-    print_table(["block", "k", "scoring alone ms", "fused ms", "unfused ms", "keep-all + sort ms",
-                 "fused overhead", "keep-all/fused"], rows)
+            rows.append(
+                [
+                    f"{block}",
+                    f"{k}",
+                    f"{alone * 1e3:.2f}",
+                    f"{t_fused * 1e3:.2f}",
+                    f"{t_unfused * 1e3:.2f}",
+                    f"{t_all * 1e3:.2f}",
+                    f"{(t_fused / alone - 1) * 100:+.1f}%",
+                    f"{t_all / t_fused:.2f}x",
+                ]
+            )
+    print_table(
+        [
+            "block",
+            "k",
+            "scoring alone ms",
+            "fused ms",
+            "unfused ms",
+            "keep-all + sort ms",
+            "fused overhead",
+            "keep-all/fused",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -20,9 +20,7 @@ def machine_description(device: str) -> str:
     if device == "cuda":
         name = torch.cuda.get_device_name()
         return f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}"
-    return (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    )
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:

@@ -4,10 +4,6 @@ The compiled kernels load first (or the pure-PyTorch fallback takes over, see ``
 """
 
 from ._extension import backend, backend_info
-from .ops import mc_scores, mc_topk_update, topk_update
-from .keyed import keyed_alpha_dropout, keyed_dropout, keyed_feature_dropout
-from .keyed_mc import KeyedMCDropout, UnkeyableDropoutError, keyed_mc_dropout
-from .topk import StreamingTopK
 from .active_learning_strategies import (
     BALDDropout,
     EntropySamplingDropout,
@@ -16,6 +12,10 @@ from .active_learning_strategies import (
     ScoreStreamingStrategy,
     Strategy,
 )
+from .keyed import keyed_alpha_dropout, keyed_dropout, keyed_feature_dropout
+from .keyed_mc import KeyedMCDropout, UnkeyableDropoutError, keyed_mc_dropout
+from .ops import mc_scores, mc_topk_update, topk_update
+from .topk import StreamingTopK
 
 __version__ = "0.1.0"
 

@@ -90,9 +90,7 @@ def _load_split(seed: int, test_fraction: float, device: torch.device) -> _Split
     from sklearn.preprocessing import StandardScaler
 
     x, y = load_digits(return_X_y=True)
-    x_pool, x_test, y_pool, y_test = train_test_split(
-        x, y, test_size=test_fraction, stratify=y, random_state=seed
-    )
+    x_pool, x_test, y_pool, y_test = train_test_split(x, y, test_size=test_fraction, stratify=y, random_state=seed)
     scaler = StandardScaler().fit(x_pool)  # pool statistics only: the test set stays unseen
 
     def features(a: np.ndarray) -> torch.Tensor:

@@ -21,10 +21,14 @@ _BACKEND_NAMES = {
 def collect_info() -> dict[str, object]:
     """The report as plain data: versions, CUDA devices and :func:`entropy_al.backend_info`."""
     cuda_available = torch.cuda.is_available()
-    devices = [
-        f"cuda:{i} {torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
-        for i in range(torch.cuda.device_count())
-    ] if cuda_available else []
+    devices = (
+        [
+            f"cuda:{i} {torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))})"
+            for i in range(torch.cuda.device_count())
+        ]
+        if cuda_available
+        else []
+    )
     return {
         "entropy_al": __version__,
         "python": platform.python_version(),

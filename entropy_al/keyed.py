@@ -37,9 +37,7 @@ def _check_ids(x: torch.Tensor, ids: object, name: str) -> None:
         raise ValueError(f"keyed_dropout: expected `{name}` on {x.device} like `x`, got {ids.device}")
 
 
-def check_keyed_dropout(
-    x: torch.Tensor, p: float, seed: int, sample_ids: torch.Tensor, pass_ids: torch.Tensor
-) -> None:
+def check_keyed_dropout(x: torch.Tensor, p: float, seed: int, sample_ids: torch.Tensor, pass_ids: torch.Tensor) -> None:
     """The checks of ``keyed_dropout`` (messages as in csrc/keyed_dropout.h), plus the Python-only ones."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"keyed_dropout: expected `x` to be a torch.Tensor, got {type(x).__name__}")

@@ -63,6 +63,7 @@ class UnkeyableDropoutError(RuntimeError):
     fallback catches it on its first forward and reruns with torch's own dropout.
     """
 
+
 _MASK64 = (1 << 64) - 1
 
 # The stock forward of each keyed module class -> the kind of dropout it computes.
@@ -128,8 +129,12 @@ def _functional_table() -> dict[Callable, tuple[str, Callable, str]]:
         F.alpha_dropout: ("alpha_dropout", _bind_functional(False)),
         F.feature_alpha_dropout: ("feature_alpha_dropout", _bind_functional(False)),
     }
-    for name, kind in (("dropout", "dropout"), ("feature_dropout", "feature_dropout"),
-                       ("alpha_dropout", "alpha_dropout"), ("feature_alpha_dropout", "feature_alpha_dropout")):
+    for name, kind in (
+        ("dropout", "dropout"),
+        ("feature_dropout", "feature_dropout"),
+        ("alpha_dropout", "alpha_dropout"),
+        ("feature_alpha_dropout", "feature_alpha_dropout"),
+    ):
         table[getattr(torch, name)] = (kind, _bind_aten(False))
         table[getattr(torch, name + "_")] = (kind, _bind_aten(True))
     return {
@@ -173,8 +178,9 @@ def _unkeyable_dropout(func: Callable, args: tuple, kwargs: dict) -> str | None:
     return None
 
 
-def _keyed_call(keyed: KeyedMCDropout, where: str, kind: str, x: torch.Tensor, p: float, training: bool,
-                inplace: bool) -> torch.Tensor:
+def _keyed_call(
+    keyed: KeyedMCDropout, where: str, kind: str, x: torch.Tensor, p: float, training: bool, inplace: bool
+) -> torch.Tensor:
     """A patched module's dropout. Under the functional mode the call goes through the mode once (which pops itself
     while its handler runs), so the keyed ops inside do not pay the mode on every tensor access."""
     if has_torch_function_unary(x):
@@ -269,14 +275,20 @@ class KeyedMCDropout:
         The ids may live on any device; they are copied to each input's device once per block.
         """
         if not isinstance(sample_ids, torch.Tensor) or sample_ids.dtype != torch.int64 or sample_ids.dim() != 1:
-            got = (f"{sample_ids.dtype} tensor of shape {list(sample_ids.shape)}"
-                   if isinstance(sample_ids, torch.Tensor) else type(sample_ids).__name__)
+            got = (
+                f"{sample_ids.dtype} tensor of shape {list(sample_ids.shape)}"
+                if isinstance(sample_ids, torch.Tensor)
+                else type(sample_ids).__name__
+            )
             raise TypeError(f"keyed_mc_dropout.batch: expected `sample_ids` to be a 1-D int64 tensor, got {got}")
         if isinstance(pass_ids, int) and not isinstance(pass_ids, bool):
             pass_ids = torch.full_like(sample_ids, pass_ids)
         elif not isinstance(pass_ids, torch.Tensor) or pass_ids.dtype != torch.int64 or pass_ids.dim() != 1:
-            got = (f"{pass_ids.dtype} tensor of shape {list(pass_ids.shape)}"
-                   if isinstance(pass_ids, torch.Tensor) else type(pass_ids).__name__)
+            got = (
+                f"{pass_ids.dtype} tensor of shape {list(pass_ids.shape)}"
+                if isinstance(pass_ids, torch.Tensor)
+                else type(pass_ids).__name__
+            )
             raise TypeError(
                 f"keyed_mc_dropout.batch: expected `pass_ids` to be an int or a 1-D int64 tensor, got {got}"
             )

@@ -33,9 +33,7 @@ def check_logits(op: str, logits: torch.Tensor) -> None:
     if logits.dim() != 3:
         raise ValueError(f"{op}: expected `logits` of shape [K, N, C] (3 dims), got shape {list(logits.shape)}")
     if logits.dtype not in _FLOAT_DTYPES:
-        raise TypeError(
-            f"{op}: expected `logits` of dtype float32, float16, bfloat16 or float64, got {logits.dtype}"
-        )
+        raise TypeError(f"{op}: expected `logits` of dtype float32, float16, bfloat16 or float64, got {logits.dtype}")
     if logits.shape[0] < 1:
         raise ValueError(f"{op}: expected `logits` with K = size(0) >= 1 MC passes, got K = {logits.shape[0]}")
     if logits.shape[2] < 1:
@@ -65,9 +63,7 @@ def _check_topk_state(
     k = check_index(op, "k", k)
     offset = check_index(op, "offset", offset)
     if offset + count - 1 > reference.MAX_POOL_INDEX:
-        raise ValueError(
-            f"{op}: pool indices must be below 2**32, got a block ending at index {offset + count - 1}"
-        )
+        raise ValueError(f"{op}: pool indices must be below 2**32, got a block ending at index {offset + count - 1}")
     return offset, k
 
 

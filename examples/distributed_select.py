@@ -30,7 +30,7 @@ from torch.utils.data import TensorDataset
 
 # Run from a checkout too (the package built in place), as the benchmarks do.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from entropy_al import EntropySamplingDropout  # noqa: E402
+from entropy_al import EntropySamplingDropout
 
 
 def embedding_pool(num_samples: int, dim: int, seed: int = 0) -> TensorDataset:

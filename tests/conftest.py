@@ -9,9 +9,7 @@ from entropy_al import ops, reference
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="requires CUDA")
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
 
-COMPILED = pytest.mark.skipif(
-    entropy_al.backend("cpu") == "torch", reason="the compiled extension is not loaded"
-)
+COMPILED = pytest.mark.skipif(entropy_al.backend("cpu") == "torch", reason="the compiled extension is not loaded")
 
 
 def compiled_scores(logits, score):

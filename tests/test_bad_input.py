@@ -17,13 +17,6 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import TensorDataset
-
-import entropy_al
-from entropy_al import active_learning_strategies as als
-from entropy_al import reference
-
 from strategy_fixtures import (
     NUM_CLASSES,
     NUM_FEATURES,
@@ -35,6 +28,12 @@ from strategy_fixtures import (
     module_flags,
     tensor_snapshot,
 )
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import entropy_al
+from entropy_al import active_learning_strategies as als
+from entropy_al import reference
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="requires CUDA")
 
@@ -53,79 +52,394 @@ def row(call, error, match, id):
 
 OP_CASES = [
     # mc_scores
-    row(lambda: entropy_al.mc_scores(torch.randn(5)), ValueError, r"`logits` of shape \[K, N, C\].*got shape \[5\]", "mc_scores-1d"),
-    row(lambda: entropy_al.mc_scores(torch.randn(1, 2, 3, 4)), ValueError, r"`logits` of shape \[K, N, C\] \(3 dims\)", "mc_scores-4d"),
-    row(lambda: entropy_al.mc_scores(torch.ones(2, 3, 4, dtype=torch.uint8)), TypeError, "`logits` of dtype .* got torch.uint8", "mc_scores-uint8"),
-    row(lambda: entropy_al.mc_scores(torch.ones(2, 3, 4, dtype=torch.complex128)), TypeError, "`logits` of dtype .* got torch.complex128", "mc_scores-complex128"),
-    row(lambda: entropy_al.mc_scores(torch.randn(2, 3, 4), None), ValueError, "`score` to be one of .* got None", "mc_scores-score-None"),
-    row(lambda: entropy_al.mc_scores(torch.randn(2, 3, 4), 0), ValueError, "`score` to be one of .* got 0", "mc_scores-score-int"),
+    row(
+        lambda: entropy_al.mc_scores(torch.randn(5)),
+        ValueError,
+        r"`logits` of shape \[K, N, C\].*got shape \[5\]",
+        "mc_scores-1d",
+    ),
+    row(
+        lambda: entropy_al.mc_scores(torch.randn(1, 2, 3, 4)),
+        ValueError,
+        r"`logits` of shape \[K, N, C\] \(3 dims\)",
+        "mc_scores-4d",
+    ),
+    row(
+        lambda: entropy_al.mc_scores(torch.ones(2, 3, 4, dtype=torch.uint8)),
+        TypeError,
+        "`logits` of dtype .* got torch.uint8",
+        "mc_scores-uint8",
+    ),
+    row(
+        lambda: entropy_al.mc_scores(torch.ones(2, 3, 4, dtype=torch.complex128)),
+        TypeError,
+        "`logits` of dtype .* got torch.complex128",
+        "mc_scores-complex128",
+    ),
+    row(
+        lambda: entropy_al.mc_scores(torch.randn(2, 3, 4), None),
+        ValueError,
+        "`score` to be one of .* got None",
+        "mc_scores-score-None",
+    ),
+    row(
+        lambda: entropy_al.mc_scores(torch.randn(2, 3, 4), 0),
+        ValueError,
+        "`score` to be one of .* got 0",
+        "mc_scores-score-int",
+    ),
     # topk_update
-    row(lambda: entropy_al.topk_update(torch.randn(2, 3), EMPTY, 0, 2), TypeError, "`scores` to be a 1-D floating tensor, got torch.float32 tensor of shape \\[2, 3\\]", "topk-scores-2d"),
-    row(lambda: entropy_al.topk_update(torch.ones(3, dtype=torch.int32), EMPTY, 0, 2), TypeError, "`scores` to be a 1-D floating tensor, got torch.int32", "topk-scores-int"),
-    row(lambda: entropy_al.topk_update(torch.ones(3, dtype=torch.bool), EMPTY, 0, 2), TypeError, "`scores` .* got torch.bool", "topk-scores-bool"),
-    row(lambda: entropy_al.topk_update(torch.ones(3, dtype=torch.complex64), EMPTY, 0, 2), TypeError, "`scores` .* got torch.complex64", "topk-scores-complex"),
-    row(lambda: entropy_al.topk_update([0.5, 1.0], EMPTY, 0, 2), TypeError, "`scores` to be a 1-D floating tensor", "topk-scores-list"),
-    row(lambda: entropy_al.topk_update(torch.randn(3), EMPTY.reshape(0, 1), 0, 2), TypeError, "`state` to be a 1-D int64 tensor", "topk-state-2d"),
-    row(lambda: entropy_al.topk_update(torch.randn(3), EMPTY.int(), 0, 2), TypeError, "`state` .* got torch.int32", "topk-state-int32"),
-    row(lambda: entropy_al.topk_update(torch.randn(3), [], 0, 2), TypeError, "`state` to be a 1-D int64 tensor", "topk-state-list"),
-    row(lambda: entropy_al.topk_update(torch.randn(3), EMPTY, 0, 1.5), ValueError, "`k` to be an int >= 0, got 1.5", "topk-k-float"),
-    row(lambda: entropy_al.topk_update(torch.randn(3), EMPTY, 0, True), ValueError, "`k` to be an int >= 0, got True", "topk-k-bool"),
-    row(lambda: entropy_al.topk_update(torch.randn(3), EMPTY, 0, None), ValueError, "`k` to be an int >= 0, got None", "topk-k-None"),
-    row(lambda: entropy_al.topk_update(torch.randn(3), EMPTY, 0, "2"), ValueError, "`k` to be an int >= 0, got '2'", "topk-k-str"),
-    row(lambda: entropy_al.topk_update(torch.randn(3), EMPTY, 2.0, 2), ValueError, "`offset` to be an int >= 0, got 2.0", "topk-offset-float"),
-    row(lambda: entropy_al.topk_update(torch.randn(3), EMPTY, None, 2), ValueError, "`offset` to be an int >= 0, got None", "topk-offset-None"),
-    row(lambda: entropy_al.topk_update(torch.randn(3), EMPTY, np.int64(-1), 2), ValueError, "`offset` to be an int >= 0", "topk-offset-negative-numpy"),
+    row(
+        lambda: entropy_al.topk_update(torch.randn(2, 3), EMPTY, 0, 2),
+        TypeError,
+        "`scores` to be a 1-D floating tensor, got torch.float32 tensor of shape \\[2, 3\\]",
+        "topk-scores-2d",
+    ),
+    row(
+        lambda: entropy_al.topk_update(torch.ones(3, dtype=torch.int32), EMPTY, 0, 2),
+        TypeError,
+        "`scores` to be a 1-D floating tensor, got torch.int32",
+        "topk-scores-int",
+    ),
+    row(
+        lambda: entropy_al.topk_update(torch.ones(3, dtype=torch.bool), EMPTY, 0, 2),
+        TypeError,
+        "`scores` .* got torch.bool",
+        "topk-scores-bool",
+    ),
+    row(
+        lambda: entropy_al.topk_update(torch.ones(3, dtype=torch.complex64), EMPTY, 0, 2),
+        TypeError,
+        "`scores` .* got torch.complex64",
+        "topk-scores-complex",
+    ),
+    row(
+        lambda: entropy_al.topk_update([0.5, 1.0], EMPTY, 0, 2),
+        TypeError,
+        "`scores` to be a 1-D floating tensor",
+        "topk-scores-list",
+    ),
+    row(
+        lambda: entropy_al.topk_update(torch.randn(3), EMPTY.reshape(0, 1), 0, 2),
+        TypeError,
+        "`state` to be a 1-D int64 tensor",
+        "topk-state-2d",
+    ),
+    row(
+        lambda: entropy_al.topk_update(torch.randn(3), EMPTY.int(), 0, 2),
+        TypeError,
+        "`state` .* got torch.int32",
+        "topk-state-int32",
+    ),
+    row(
+        lambda: entropy_al.topk_update(torch.randn(3), [], 0, 2),
+        TypeError,
+        "`state` to be a 1-D int64 tensor",
+        "topk-state-list",
+    ),
+    row(
+        lambda: entropy_al.topk_update(torch.randn(3), EMPTY, 0, 1.5),
+        ValueError,
+        "`k` to be an int >= 0, got 1.5",
+        "topk-k-float",
+    ),
+    row(
+        lambda: entropy_al.topk_update(torch.randn(3), EMPTY, 0, True),
+        ValueError,
+        "`k` to be an int >= 0, got True",
+        "topk-k-bool",
+    ),
+    row(
+        lambda: entropy_al.topk_update(torch.randn(3), EMPTY, 0, None),
+        ValueError,
+        "`k` to be an int >= 0, got None",
+        "topk-k-None",
+    ),
+    row(
+        lambda: entropy_al.topk_update(torch.randn(3), EMPTY, 0, "2"),
+        ValueError,
+        "`k` to be an int >= 0, got '2'",
+        "topk-k-str",
+    ),
+    row(
+        lambda: entropy_al.topk_update(torch.randn(3), EMPTY, 2.0, 2),
+        ValueError,
+        "`offset` to be an int >= 0, got 2.0",
+        "topk-offset-float",
+    ),
+    row(
+        lambda: entropy_al.topk_update(torch.randn(3), EMPTY, None, 2),
+        ValueError,
+        "`offset` to be an int >= 0, got None",
+        "topk-offset-None",
+    ),
+    row(
+        lambda: entropy_al.topk_update(torch.randn(3), EMPTY, np.int64(-1), 2),
+        ValueError,
+        "`offset` to be an int >= 0",
+        "topk-offset-negative-numpy",
+    ),
     # mc_topk_update
-    row(lambda: entropy_al.mc_topk_update(torch.randn(3, 4), EMPTY, 0, 2), ValueError, "mc_topk_update: expected `logits` of shape", "mc_topk-2d"),
-    row(lambda: entropy_al.mc_topk_update(torch.ones(2, 3, 4, dtype=torch.int64), EMPTY, 0, 2), TypeError, "mc_topk_update: expected `logits` of dtype", "mc_topk-int"),
-    row(lambda: entropy_al.mc_topk_update(torch.ones(2, 3, 4, dtype=torch.bool), EMPTY, 0, 2), TypeError, "`logits` of dtype .* got torch.bool", "mc_topk-bool"),
-    row(lambda: entropy_al.mc_topk_update(torch.ones(2, 3, 4, dtype=torch.complex64), EMPTY, 0, 2), TypeError, "`logits` of dtype .* got torch.complex64", "mc_topk-complex"),
-    row(lambda: entropy_al.mc_topk_update(torch.randn(2, 3, 4), torch.empty(0), 0, 2), TypeError, "mc_topk_update: expected `state`", "mc_topk-state-float"),
-    row(lambda: entropy_al.mc_topk_update(torch.randn(2, 3, 4), EMPTY, 0, 2.0), ValueError, "mc_topk_update: expected `k`", "mc_topk-k-float"),
-    row(lambda: entropy_al.mc_topk_update(torch.randn(2, 3, 4), EMPTY, -3, 2), ValueError, "mc_topk_update: expected `offset`", "mc_topk-offset-negative"),
-    row(lambda: entropy_al.mc_topk_update(torch.randn(2, 3, 1), EMPTY, 0, 2, "margin"), ValueError, "score 'margin' needs C >= 2", "mc_topk-margin-1-class"),
+    row(
+        lambda: entropy_al.mc_topk_update(torch.randn(3, 4), EMPTY, 0, 2),
+        ValueError,
+        "mc_topk_update: expected `logits` of shape",
+        "mc_topk-2d",
+    ),
+    row(
+        lambda: entropy_al.mc_topk_update(torch.ones(2, 3, 4, dtype=torch.int64), EMPTY, 0, 2),
+        TypeError,
+        "mc_topk_update: expected `logits` of dtype",
+        "mc_topk-int",
+    ),
+    row(
+        lambda: entropy_al.mc_topk_update(torch.ones(2, 3, 4, dtype=torch.bool), EMPTY, 0, 2),
+        TypeError,
+        "`logits` of dtype .* got torch.bool",
+        "mc_topk-bool",
+    ),
+    row(
+        lambda: entropy_al.mc_topk_update(torch.ones(2, 3, 4, dtype=torch.complex64), EMPTY, 0, 2),
+        TypeError,
+        "`logits` of dtype .* got torch.complex64",
+        "mc_topk-complex",
+    ),
+    row(
+        lambda: entropy_al.mc_topk_update(torch.randn(2, 3, 4), torch.empty(0), 0, 2),
+        TypeError,
+        "mc_topk_update: expected `state`",
+        "mc_topk-state-float",
+    ),
+    row(
+        lambda: entropy_al.mc_topk_update(torch.randn(2, 3, 4), EMPTY, 0, 2.0),
+        ValueError,
+        "mc_topk_update: expected `k`",
+        "mc_topk-k-float",
+    ),
+    row(
+        lambda: entropy_al.mc_topk_update(torch.randn(2, 3, 4), EMPTY, -3, 2),
+        ValueError,
+        "mc_topk_update: expected `offset`",
+        "mc_topk-offset-negative",
+    ),
+    row(
+        lambda: entropy_al.mc_topk_update(torch.randn(2, 3, 1), EMPTY, 0, 2, "margin"),
+        ValueError,
+        "score 'margin' needs C >= 2",
+        "mc_topk-margin-1-class",
+    ),
     # StreamingTopK
-    row(lambda: entropy_al.StreamingTopK(None), ValueError, "StreamingTopK: expected `k` to be an int >= 0, got None", "stk-k-None"),
+    row(
+        lambda: entropy_al.StreamingTopK(None),
+        ValueError,
+        "StreamingTopK: expected `k` to be an int >= 0, got None",
+        "stk-k-None",
+    ),
     row(lambda: entropy_al.StreamingTopK(2.0), ValueError, "StreamingTopK: expected `k` .* got 2.0", "stk-k-float"),
     row(lambda: entropy_al.StreamingTopK(True), ValueError, "StreamingTopK: expected `k` .* got True", "stk-k-bool"),
     row(lambda: entropy_al.StreamingTopK("3"), ValueError, "StreamingTopK: expected `k`", "stk-k-str"),
-    row(lambda: entropy_al.StreamingTopK(3, "gpu7"), ValueError, "StreamingTopK: expected `device` .* got 'gpu7'", "stk-device-str"),
-    row(lambda: entropy_al.StreamingTopK(3, 1.5), ValueError, "StreamingTopK: expected `device` .* got 1.5", "stk-device-float"),
-    row(lambda: entropy_al.StreamingTopK(3).update(torch.randn(2, 2), 0), TypeError, "`scores` to be a 1-D floating tensor", "stk-update-2d"),
-    row(lambda: entropy_al.StreamingTopK(3).update(torch.arange(4), 0), TypeError, "`scores` .* got torch.int64", "stk-update-int"),
-    row(lambda: entropy_al.StreamingTopK(3).update(torch.randn(4), 1.0), ValueError, "`offset` to be an int >= 0, got 1.0", "stk-update-offset-float"),
-    row(lambda: entropy_al.StreamingTopK(3).update_logits(torch.randn(2, 3), 0), ValueError, "`logits` of shape \\[K, N, C\\]", "stk-logits-2d"),
-    row(lambda: entropy_al.StreamingTopK(3).update_logits(torch.ones(2, 3, 4, dtype=torch.int8), 0), TypeError, "`logits` of dtype", "stk-logits-int8"),
-    row(lambda: entropy_al.StreamingTopK(3).update_logits(torch.randn(2, 3, 4), 0, "max"), ValueError, "`score` to be one of", "stk-logits-score"),
+    row(
+        lambda: entropy_al.StreamingTopK(3, "gpu7"),
+        ValueError,
+        "StreamingTopK: expected `device` .* got 'gpu7'",
+        "stk-device-str",
+    ),
+    row(
+        lambda: entropy_al.StreamingTopK(3, 1.5),
+        ValueError,
+        "StreamingTopK: expected `device` .* got 1.5",
+        "stk-device-float",
+    ),
+    row(
+        lambda: entropy_al.StreamingTopK(3).update(torch.randn(2, 2), 0),
+        TypeError,
+        "`scores` to be a 1-D floating tensor",
+        "stk-update-2d",
+    ),
+    row(
+        lambda: entropy_al.StreamingTopK(3).update(torch.arange(4), 0),
+        TypeError,
+        "`scores` .* got torch.int64",
+        "stk-update-int",
+    ),
+    row(
+        lambda: entropy_al.StreamingTopK(3).update(torch.randn(4), 1.0),
+        ValueError,
+        "`offset` to be an int >= 0, got 1.0",
+        "stk-update-offset-float",
+    ),
+    row(
+        lambda: entropy_al.StreamingTopK(3).update_logits(torch.randn(2, 3), 0),
+        ValueError,
+        "`logits` of shape \\[K, N, C\\]",
+        "stk-logits-2d",
+    ),
+    row(
+        lambda: entropy_al.StreamingTopK(3).update_logits(torch.ones(2, 3, 4, dtype=torch.int8), 0),
+        TypeError,
+        "`logits` of dtype",
+        "stk-logits-int8",
+    ),
+    row(
+        lambda: entropy_al.StreamingTopK(3).update_logits(torch.randn(2, 3, 4), 0, "max"),
+        ValueError,
+        "`score` to be one of",
+        "stk-logits-score",
+    ),
     # keyed_dropout and the layers built on it
-    row(lambda: entropy_al.keyed_dropout([1.0] * 4, 0.5, 0, IDS, PASSES), TypeError, "`x` to be a torch.Tensor, got list", "kd-x-list"),
-    row(lambda: entropy_al.keyed_dropout(X.int(), 0.5, 0, IDS, PASSES), TypeError, "`x` of dtype .* got torch.int32", "kd-x-int"),
-    row(lambda: entropy_al.keyed_dropout(X.bool(), 0.5, 0, IDS, PASSES), TypeError, "`x` of dtype .* got torch.bool", "kd-x-bool"),
-    row(lambda: entropy_al.keyed_dropout(X.to(torch.complex64), 0.5, 0, IDS, PASSES), TypeError, "`x` of dtype .* got torch.complex64", "kd-x-complex"),
-    row(lambda: entropy_al.keyed_dropout(torch.tensor(1.0), 0.5, 0, IDS, PASSES), ValueError, r"`x` of shape \[B, ...\]", "kd-x-0d"),
-    row(lambda: entropy_al.keyed_dropout(X, "0.5", 0, IDS, PASSES), TypeError, "`p` to be a float in \\[0, 1\\], got str '0.5'", "kd-p-str"),
-    row(lambda: entropy_al.keyed_dropout(X, None, 0, IDS, PASSES), TypeError, "`p` to be a float .* got NoneType", "kd-p-None"),
-    row(lambda: entropy_al.keyed_dropout(X, True, 0, IDS, PASSES), TypeError, "`p` to be a float .* got bool", "kd-p-bool"),
-    row(lambda: entropy_al.keyed_dropout(X, torch.tensor(0.5), 0, IDS, PASSES), TypeError, "`p` to be a float .* got Tensor", "kd-p-tensor"),
-    row(lambda: entropy_al.keyed_dropout(X, float("inf"), 0, IDS, PASSES), ValueError, r"`p` in \[0, 1\], got inf", "kd-p-inf"),
-    row(lambda: entropy_al.keyed_dropout(X, 0.5, 1.0, IDS, PASSES), ValueError, "`seed` to be an int .* got 1.0", "kd-seed-float"),
-    row(lambda: entropy_al.keyed_dropout(X, 0.5, None, IDS, PASSES), ValueError, "`seed` to be an int .* got None", "kd-seed-None"),
-    row(lambda: entropy_al.keyed_dropout(X, 0.5, True, IDS, PASSES), ValueError, "`seed` to be an int .* got True", "kd-seed-bool"),
-    row(lambda: entropy_al.keyed_dropout(X, 0.5, -(2**63) - 1, IDS, PASSES), ValueError, "`seed` to be an int in", "kd-seed-too-small"),
-    row(lambda: entropy_al.keyed_dropout(X, 0.5, 0, IDS.float(), PASSES), TypeError, "`sample_ids` to be an int64 tensor, got torch.float32", "kd-sample-ids-float"),
-    row(lambda: entropy_al.keyed_dropout(X, 0.5, 0, IDS.bool(), PASSES), TypeError, "`sample_ids` to be an int64 tensor, got torch.bool", "kd-sample-ids-bool"),
-    row(lambda: entropy_al.keyed_dropout(X, 0.5, 0, IDS.reshape(2, 2), PASSES), ValueError, r"`sample_ids` of shape \[B\] = \[4\]", "kd-sample-ids-2d"),
-    row(lambda: entropy_al.keyed_dropout(X, 0.5, 0, IDS, 1.0), TypeError, "`pass_ids` to be an int64 tensor, got float", "kd-pass-float"),
-    row(lambda: entropy_al.keyed_dropout(X, 0.5, 0, IDS, True), TypeError, "`pass_ids` to be an int64 tensor, got bool", "kd-pass-bool"),
-    row(lambda: entropy_al.keyed_dropout(X, 0.5, 0, IDS, [0, 0, 0, 0]), TypeError, "`pass_ids` to be an int64 tensor, got list", "kd-pass-list"),
-    row(lambda: entropy_al.keyed_dropout(X, 0.5, 0, IDS, PASSES[:3]), ValueError, r"`pass_ids` of shape \[B\] = \[4\]", "kd-pass-short"),
-    row(lambda: entropy_al.keyed_feature_dropout(torch.ones(4), 0.5, 0, IDS, 0), ValueError, r"keyed_feature_dropout: expected `x` of shape \[B, C, ...\]", "kfd-x-1d"),
+    row(
+        lambda: entropy_al.keyed_dropout([1.0] * 4, 0.5, 0, IDS, PASSES),
+        TypeError,
+        "`x` to be a torch.Tensor, got list",
+        "kd-x-list",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X.int(), 0.5, 0, IDS, PASSES),
+        TypeError,
+        "`x` of dtype .* got torch.int32",
+        "kd-x-int",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X.bool(), 0.5, 0, IDS, PASSES),
+        TypeError,
+        "`x` of dtype .* got torch.bool",
+        "kd-x-bool",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X.to(torch.complex64), 0.5, 0, IDS, PASSES),
+        TypeError,
+        "`x` of dtype .* got torch.complex64",
+        "kd-x-complex",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(torch.tensor(1.0), 0.5, 0, IDS, PASSES),
+        ValueError,
+        r"`x` of shape \[B, ...\]",
+        "kd-x-0d",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X, "0.5", 0, IDS, PASSES),
+        TypeError,
+        "`p` to be a float in \\[0, 1\\], got str '0.5'",
+        "kd-p-str",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X, None, 0, IDS, PASSES),
+        TypeError,
+        "`p` to be a float .* got NoneType",
+        "kd-p-None",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X, True, 0, IDS, PASSES),
+        TypeError,
+        "`p` to be a float .* got bool",
+        "kd-p-bool",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X, torch.tensor(0.5), 0, IDS, PASSES),
+        TypeError,
+        "`p` to be a float .* got Tensor",
+        "kd-p-tensor",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X, float("inf"), 0, IDS, PASSES),
+        ValueError,
+        r"`p` in \[0, 1\], got inf",
+        "kd-p-inf",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X, 0.5, 1.0, IDS, PASSES),
+        ValueError,
+        "`seed` to be an int .* got 1.0",
+        "kd-seed-float",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X, 0.5, None, IDS, PASSES),
+        ValueError,
+        "`seed` to be an int .* got None",
+        "kd-seed-None",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X, 0.5, True, IDS, PASSES),
+        ValueError,
+        "`seed` to be an int .* got True",
+        "kd-seed-bool",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X, 0.5, -(2**63) - 1, IDS, PASSES),
+        ValueError,
+        "`seed` to be an int in",
+        "kd-seed-too-small",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X, 0.5, 0, IDS.float(), PASSES),
+        TypeError,
+        "`sample_ids` to be an int64 tensor, got torch.float32",
+        "kd-sample-ids-float",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X, 0.5, 0, IDS.bool(), PASSES),
+        TypeError,
+        "`sample_ids` to be an int64 tensor, got torch.bool",
+        "kd-sample-ids-bool",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X, 0.5, 0, IDS.reshape(2, 2), PASSES),
+        ValueError,
+        r"`sample_ids` of shape \[B\] = \[4\]",
+        "kd-sample-ids-2d",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X, 0.5, 0, IDS, 1.0),
+        TypeError,
+        "`pass_ids` to be an int64 tensor, got float",
+        "kd-pass-float",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X, 0.5, 0, IDS, True),
+        TypeError,
+        "`pass_ids` to be an int64 tensor, got bool",
+        "kd-pass-bool",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X, 0.5, 0, IDS, [0, 0, 0, 0]),
+        TypeError,
+        "`pass_ids` to be an int64 tensor, got list",
+        "kd-pass-list",
+    ),
+    row(
+        lambda: entropy_al.keyed_dropout(X, 0.5, 0, IDS, PASSES[:3]),
+        ValueError,
+        r"`pass_ids` of shape \[B\] = \[4\]",
+        "kd-pass-short",
+    ),
+    row(
+        lambda: entropy_al.keyed_feature_dropout(torch.ones(4), 0.5, 0, IDS, 0),
+        ValueError,
+        r"keyed_feature_dropout: expected `x` of shape \[B, C, ...\]",
+        "kfd-x-1d",
+    ),
     row(lambda: entropy_al.keyed_feature_dropout(X, 1.5, 0, IDS, 0), ValueError, r"`p` in \[0, 1\], got 1.5", "kfd-p"),
-    row(lambda: entropy_al.keyed_alpha_dropout(torch.ones(4), 0.5, 0, IDS, 0, feature=True), ValueError, r"keyed_alpha_dropout: expected `x` of shape \[B, C, ...\]", "kad-x-1d"),
+    row(
+        lambda: entropy_al.keyed_alpha_dropout(torch.ones(4), 0.5, 0, IDS, 0, feature=True),
+        ValueError,
+        r"keyed_alpha_dropout: expected `x` of shape \[B, C, ...\]",
+        "kad-x-1d",
+    ),
     row(lambda: entropy_al.keyed_alpha_dropout(X.long(), 0.5, 0, IDS, 0), TypeError, "`x` of dtype", "kad-x-int"),
     # keyed_mc_dropout (the context manager and its batch blocks)
-    row(lambda: entropy_al.keyed_mc_dropout(lambda x: x, 0).__enter__(), TypeError, "`model` to be an nn.Module, got function", "kmc-model"),
-    row(lambda: entropy_al.keyed_mc_dropout(nn.Dropout(), 0.5).__enter__(), ValueError, "`seed` to be an int", "kmc-seed-float"),
+    row(
+        lambda: entropy_al.keyed_mc_dropout(lambda x: x, 0).__enter__(),
+        TypeError,
+        "`model` to be an nn.Module, got function",
+        "kmc-model",
+    ),
+    row(
+        lambda: entropy_al.keyed_mc_dropout(nn.Dropout(), 0.5).__enter__(),
+        ValueError,
+        "`seed` to be an int",
+        "kmc-seed-float",
+    ),
 ]
 
 
@@ -192,13 +506,25 @@ def test_a_rejected_update_leaves_streaming_topk_untouched():
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: entropy_al.topk_update(torch.randn(3, device="cuda"), EMPTY, 0, 2), "`state` on cuda:0 like the scores, got cpu"),
-        (lambda: entropy_al.topk_update(torch.randn(3), EMPTY.cuda(), 0, 2), "`state` on cpu like the scores, got cuda:0"),
+        (
+            lambda: entropy_al.topk_update(torch.randn(3, device="cuda"), EMPTY, 0, 2),
+            "`state` on cuda:0 like the scores, got cpu",
+        ),
+        (
+            lambda: entropy_al.topk_update(torch.randn(3), EMPTY.cuda(), 0, 2),
+            "`state` on cpu like the scores, got cuda:0",
+        ),
         (lambda: entropy_al.mc_topk_update(torch.randn(2, 3, 4, device="cuda"), EMPTY, 0, 2), "`state` on cuda:0"),
         (lambda: entropy_al.StreamingTopK(2, "cpu").update(torch.randn(3, device="cuda"), 0), "`state` on cuda:0"),
         (lambda: entropy_al.StreamingTopK(2, "cuda").update_logits(torch.randn(2, 3, 4), 0), "`state` on cpu"),
-        (lambda: entropy_al.keyed_dropout(X.cuda(), 0.5, 0, IDS, PASSES.cuda()), "`sample_ids` on cuda:0 like `x`, got cpu"),
-        (lambda: entropy_al.keyed_dropout(X.cuda(), 0.5, 0, IDS.cuda(), PASSES), "`pass_ids` on cuda:0 like `x`, got cpu"),
+        (
+            lambda: entropy_al.keyed_dropout(X.cuda(), 0.5, 0, IDS, PASSES.cuda()),
+            "`sample_ids` on cuda:0 like `x`, got cpu",
+        ),
+        (
+            lambda: entropy_al.keyed_dropout(X.cuda(), 0.5, 0, IDS.cuda(), PASSES),
+            "`pass_ids` on cuda:0 like `x`, got cpu",
+        ),
     ],
 )
 def test_mixed_devices_are_named(call, match):
@@ -341,10 +667,18 @@ EMBEDDING_METHODS = {
 }
 EMBEDDING_OUTPUTS = {
     "bare-logits": (lambda z, x: z, TypeError, r"expected model\(x, last=True\) to return \(logits, embedding\)"),
-    "dict": (lambda z, x: {"logits": z, "embedding": x}, TypeError, r"to return \(logits, embedding\), got <class 'dict'>"),
+    "dict": (
+        lambda z, x: {"logits": z, "embedding": x},
+        TypeError,
+        r"to return \(logits, embedding\), got <class 'dict'>",
+    ),
     "triple": (lambda z, x: (z, x, x), TypeError, r"to return \(logits, embedding\)"),
     "embedding-not-a-tensor": (lambda z, x: (z, x.tolist()), TypeError, r"to return \(logits, embedding\)"),
-    "embedding-wrong-rows": (lambda z, x: (z, x[:1]), ValueError, r"embedding of shape \(1, 6\) for a batch of 3 samples"),
+    "embedding-wrong-rows": (
+        lambda z, x: (z, x[:1]),
+        ValueError,
+        r"embedding of shape \(1, 6\) for a batch of 3 samples",
+    ),
     "embedding-0d": (lambda z, x: (z, x.sum()), ValueError, r"embedding of shape \(\) for a batch of 3 samples"),
 }
 
@@ -384,7 +718,7 @@ def test_bad_n_drop_is_named_at_every_use(n_drop, error, match):
     model = FeatureNet()
     strategy = mc_strategy(model)
     for method in ("predict_prob_dropout", "predict_prob_dropout_split"):
-        assert_fails_cleanly(strategy, lambda s: getattr(s, method)(POOL, n_drop), error, match)
+        assert_fails_cleanly(strategy, lambda s, method=method: getattr(s, method)(POOL, n_drop), error, match)
     strategy.n_drop = n_drop  # DISTIL's API lets the user edit the attribute
     assert_fails_cleanly(strategy, lambda s: s.select(2), error, match)
     assert_fails_cleanly(strategy, lambda s: s.acquire_scores(POOL), error, match)
@@ -399,9 +733,19 @@ def test_bad_n_drop_is_named_at_every_use(n_drop, error, match):
         ("stream_buffer_size", 2.5, TypeError, "`stream_buffer_size` to be an int, got float"),
         ("stream_buffer_size", None, TypeError, "`stream_buffer_size` to be an int, got NoneType"),
         ("device", "gpu", ValueError, "the strategy's device to be a torch device"),
-        ("device", "cuda:99", ValueError, r"device \(args\['device'\]\) is cuda:99, but this process sees \d+ CUDA device"),
+        (
+            "device",
+            "cuda:99",
+            ValueError,
+            r"device \(args\['device'\]\) is cuda:99, but this process sees \d+ CUDA device",
+        ),
         ("device", "meta", ValueError, r"device \(args\['device'\]\) is meta, which holds no data"),
-        ("model", None, TypeError, r"the model \(`net`, or update_model's `clf`\) to be a torch.nn.Module, got NoneType"),
+        (
+            "model",
+            None,
+            TypeError,
+            r"the model \(`net`, or update_model's `clf`\) to be a torch.nn.Module, got NoneType",
+        ),
         ("model", lambda x: x, TypeError, r"\(`net`, or update_model's `clf`\) to be a torch.nn.Module, got function"),
         ("target_classes", 3, ValueError, "outputs 4 classes .* but nclasses = 3"),
     ],
@@ -464,7 +808,11 @@ DATASETS = {
     "empty tuple items": (ListDataset([(), ()]), TypeError, "dataset items to be tensors, mappings"),
     "nested lists": (ListDataset([[[1.0] * NUM_FEATURES]] * 2), TypeError, "dataset items to be tensors, mappings"),
     # default_collate's own message names the unsupported item type.
-    "object items": (ListDataset([object(), object()]), TypeError, "batch must contain tensors.*found <class 'object'>"),
+    "object items": (
+        ListDataset([object(), object()]),
+        TypeError,
+        "batch must contain tensors.*found <class 'object'>",
+    ),
     "None items": (ListDataset([None, None]), TypeError, "batch must contain tensors.*found <class 'NoneType'>"),
 }
 DATASET_METHODS = {
@@ -508,9 +856,21 @@ class _ScoresFrom(als.ScoreStreamingStrategy):
         (lambda b: None, TypeError, "acquire_scores to return a tensor of 3 real scores, got NoneType"),
         (lambda b: "scores", TypeError, "acquire_scores to return a tensor of 3 real scores, got str"),
         (lambda b: {"scores": 1}, TypeError, "acquire_scores to return a tensor of 3 real scores, got dict"),
-        (lambda b: torch.zeros(len(b), dtype=torch.complex64), TypeError, "acquire_scores to return real scores, got a torch.complex64"),
-        (lambda b: torch.zeros(len(b) + 1), ValueError, r"acquire_scores to return 3 scores \(shape \[3\]\), got shape \(4,\)"),
-        (lambda b: torch.zeros(len(b), 1), ValueError, r"acquire_scores to return 3 scores \(shape \[3\]\), got shape \(3, 1\)"),
+        (
+            lambda b: torch.zeros(len(b), dtype=torch.complex64),
+            TypeError,
+            "acquire_scores to return real scores, got a torch.complex64",
+        ),
+        (
+            lambda b: torch.zeros(len(b) + 1),
+            ValueError,
+            r"acquire_scores to return 3 scores \(shape \[3\]\), got shape \(4,\)",
+        ),
+        (
+            lambda b: torch.zeros(len(b), 1),
+            ValueError,
+            r"acquire_scores to return 3 scores \(shape \[3\]\), got shape \(3, 1\)",
+        ),
         (lambda b: torch.tensor(0.0), ValueError, r"got shape \(\)"),
     ],
 )

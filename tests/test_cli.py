@@ -6,12 +6,11 @@ import dataclasses
 import json
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from importlib.util import find_spec
 
 import entropy_al
 from entropy_al import demo
@@ -71,11 +70,11 @@ def test_demo_learns_and_labels_budget_per_round(tmp_path: Path, monkeypatch: py
     picks: dict[str, list[int]] = {}
     train, select = demo._train, demo._select
 
-    def spy_train(model, x, y, epochs):  # noqa: ANN001, ANN202
+    def spy_train(model, x, y, epochs):
         trained_on.append(len(x))
         return train(model, x, y, epochs)
 
-    def spy_select(name, model, split, labeled, unlabeled, config, rng):  # noqa: ANN001, ANN202
+    def spy_select(name, model, split, labeled, unlabeled, config, rng):
         picked = select(name, model, split, labeled, unlabeled, config, rng)
         assert not set(picked.tolist()) & set(labeled.tolist()), f"{name} picked an already labelled sample"
         picks.setdefault(name, []).extend(picked.tolist())

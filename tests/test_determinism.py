@@ -29,10 +29,9 @@ import sys
 
 import pytest
 import torch
+from strategy_fixtures import NUM_CLASSES, FeatureNet, keyed_mc_dropout_is_wired, make_pool
 
 import entropy_al
-
-from strategy_fixtures import NUM_CLASSES, FeatureNet, keyed_mc_dropout_is_wired, make_pool
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="requires CUDA")
 KEYED = pytest.mark.skipif(not keyed_mc_dropout_is_wired(), reason="args['mc_dropout'] is not wired yet")
@@ -102,7 +101,11 @@ def test_same_selection_in_a_fresh_process():
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
     result = subprocess.run(
         [sys.executable, "-c", _SUBPROCESS, os.path.join(ROOT, "tests"), json.dumps(paths)],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     there = json.loads(result.stdout.strip().splitlines()[-1])

@@ -14,12 +14,11 @@ import copy
 
 import pytest
 import torch
+from strategy_fixtures import NUM_CLASSES, SCORES, FeatureNet, as_items, make_pool, stable_selection
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 import entropy_al
-
-from strategy_fixtures import NUM_CLASSES, SCORES, FeatureNet, as_items, make_pool, stable_selection
 
 STRATEGIES = {
     "entropy": entropy_al.EntropySamplingDropout,

@@ -22,13 +22,12 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
+from strategy_fixtures import NUM_CLASSES, FailingNet, make_pool, pool_ids
 from torch import nn
 
 import entropy_al
 from entropy_al.active_learning_strategies import ScoreStreamingStrategy
 from entropy_al.active_learning_strategies._distributed import collective_device, distributed_group, shard_bounds
-
-from strategy_fixtures import NUM_CLASSES, FailingNet, make_pool, pool_ids
 
 STRATEGIES = {
     "entropy": entropy_al.EntropySamplingDropout,
@@ -164,7 +163,7 @@ def _rank_main(rank: int, world: int, init_method: str, out_dir: str, names: lis
     for name in names:
         started = time.monotonic()
         strategy, budget = _CASES[name](rank)
-        outcomes[name] = _outcome(lambda: strategy.select(budget))
+        outcomes[name] = _outcome(lambda strategy=strategy, budget=budget: strategy.select(budget))
         outcomes[name]["seconds"] = time.monotonic() - started
         path.write_text(json.dumps(outcomes))
     # Skip the group's teardown, which can block or abort once a peer has died; the outcomes are on disk.
@@ -344,7 +343,7 @@ def test_shards_tile_the_pool(world):
     for num_samples in [0, 1, 2, 3, 5, 16, 23, 100]:
         bounds = [shard_bounds(num_samples, rank, world) for rank in range(world)]
         assert bounds[0][0] == 0 and bounds[-1][1] == num_samples
-        assert all(stop == start for (_, stop), (start, _) in zip(bounds, bounds[1:]))
+        assert all(stop == start for (_, stop), (start, _) in zip(bounds, bounds[1:], strict=False))
         assert max(b - a for a, b in bounds) - min(b - a for a, b in bounds) <= 1
 
 

@@ -28,12 +28,6 @@ import time
 
 import pytest
 import torch
-from torch import nn
-from tqdm import tqdm
-
-import entropy_al
-from entropy_al import reference
-
 from strategy_fixtures import (
     NUM_CLASSES,
     FeatureNet,
@@ -44,6 +38,11 @@ from strategy_fixtures import (
     module_flags,
     tensor_snapshot,
 )
+from torch import nn
+from tqdm import tqdm
+
+import entropy_al
+from entropy_al import reference
 
 PACKAGE = os.path.dirname(os.path.abspath(entropy_al.__file__))
 KEYED = pytest.mark.skipif(not keyed_mc_dropout_is_wired(), reason="args['mc_dropout'] is not wired yet")
@@ -108,9 +107,7 @@ PATHS = {
 
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
-@pytest.mark.parametrize(
-    "path", [pytest.param(name, marks=KEYED) if name == "keyed" else name for name in PATHS]
-)
+@pytest.mark.parametrize("path", [pytest.param(name, marks=KEYED) if name == "keyed" else name for name in PATHS])
 def test_interrupted_select_leaves_nothing_behind(path, error):
     args, pool = PATHS[path]
     model = bn_dropout_model()
@@ -293,8 +290,12 @@ def broken_installs(tmp_path_factory):
     env = {key: value for key, value in os.environ.items() if key not in ("ENTROPY_AL_BACKEND", "PYTHONPATH")}
     env["OMP_NUM_THREADS"] = "1"
     process = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, json.dumps(roots)], cwd=str(tmp_path_factory.getbasetemp()), env=env,
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", _SCRIPT, json.dumps(roots)],
+        cwd=str(tmp_path_factory.getbasetemp()),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert process.returncode == 0, f"the interpreter failed:\n{process.stderr}"
     return json.loads(process.stdout.strip().splitlines()[-1])

@@ -5,13 +5,12 @@ bfloat16 keeps it near 4.3 GB. Marked slow (deselect with -m "not slow"); `make 
 
 import pytest
 import torch
-
-import entropy_al
-from entropy_al import reference
-
 from conftest import DEVICES
 from test_mc_scores import assert_scores_close
 from test_topk import sort_reference
+
+import entropy_al
+from entropy_al import reference
 
 PASSES, CLASSES = 2, 1000
 SAMPLES = (2**31) // (PASSES * CLASSES) + 1000  # K·N·C just above 2**31

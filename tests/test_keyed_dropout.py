@@ -7,12 +7,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import COMPILED, DEVICES
 from torch import nn
 
 import entropy_al
 from entropy_al import keyed_mc, reference
-
-from conftest import COMPILED, DEVICES
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 SEED = 0x1234_5678_9ABC_DEF0
@@ -43,8 +42,11 @@ def compiled_op(x, p, seed, sample_ids, pass_ids):
 PHILOX_KAT = [
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
     ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
 ]
 
 
@@ -67,12 +69,18 @@ def test_mask_follows_the_documented_counter_layout(device):
         sample, pass_ = int(sample_ids[row]) & mask64, int(pass_ids[row]) & mask32
         for e in range(features):
             words = reference.philox4x32_10_reference(
-                torch.tensor([e // 4]), torch.tensor([pass_]), torch.tensor([sample & mask32]),
-                torch.tensor([sample >> 32]), seed & mask32, (seed & mask64) >> 32)
+                torch.tensor([e // 4]),
+                torch.tensor([pass_]),
+                torch.tensor([sample & mask32]),
+                torch.tensor([sample >> 32]),
+                seed & mask32,
+                (seed & mask64) >> 32,
+            )
             assert bool(kept[row, e]) == (int(words[e % 4]) >> 8 >= math.ceil(p * 2**24)), (row, e)
 
 
 # ---- distribution, scale, edge values ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("p", [0.05, 0.5, 0.9])
@@ -155,6 +163,7 @@ def test_special_values_like_nn_dropout(device, dtype):
 
 # ---- a sample's mask depends on its ids only ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_mask_invariant_across_batching_order_and_replication(device):
     pool, features, p = 64, 37, 0.5
@@ -167,10 +176,11 @@ def test_mask_invariant_across_batching_order_and_replication(device):
         out = entropy_al.keyed_dropout(x_pool[order], p, SEED, all_ids[order], 4)
         assert torch.equal(out, full[order])
     # Stacked passes (replication): rows j*B .. (j+1)*B - 1 are pass j.
-    stacked = entropy_al.keyed_dropout(x_pool.repeat(3, 1, 1), p, SEED, all_ids.repeat(3),
-                                       torch.arange(3, device=device).repeat_interleave(pool) + 3)
-    assert torch.equal(stacked[pool:2 * pool], full)
-    assert not torch.equal(stacked[:pool], full) and not torch.equal(stacked[2 * pool:], full)
+    stacked = entropy_al.keyed_dropout(
+        x_pool.repeat(3, 1, 1), p, SEED, all_ids.repeat(3), torch.arange(3, device=device).repeat_interleave(pool) + 3
+    )
+    assert torch.equal(stacked[pool : 2 * pool], full)
+    assert not torch.equal(stacked[:pool], full) and not torch.equal(stacked[2 * pool :], full)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -182,8 +192,9 @@ def test_mask_identical_across_dtypes_and_strides(device):
         assert torch.equal(mask, masks[0])
     # A non-contiguous x with the same logical values gives the same output.
     transposed = x.transpose(1, 2).contiguous().transpose(1, 2)
-    assert torch.equal(entropy_al.keyed_dropout(transposed, 0.4, SEED, *ids),
-                       entropy_al.keyed_dropout(x, 0.4, SEED, *ids))
+    assert torch.equal(
+        entropy_al.keyed_dropout(transposed, 0.4, SEED, *ids), entropy_al.keyed_dropout(x, 0.4, SEED, *ids)
+    )
 
 
 def test_seed_bits_matter_and_high_seeds_wrap():
@@ -191,8 +202,9 @@ def test_seed_bits_matter_and_high_seeds_wrap():
     ids = ids_for(8)
     a = entropy_al.keyed_dropout(x, 0.5, 1, *ids)
     assert not torch.equal(a, entropy_al.keyed_dropout(x, 0.5, 1 + (1 << 32), *ids))
-    assert torch.equal(entropy_al.keyed_dropout(x, 0.5, (1 << 64) - 5, *ids),
-                       entropy_al.keyed_dropout(x, 0.5, -5, *ids))
+    assert torch.equal(
+        entropy_al.keyed_dropout(x, 0.5, (1 << 64) - 5, *ids), entropy_al.keyed_dropout(x, 0.5, -5, *ids)
+    )
 
 
 # ---- every backend against the oracle, bit for bit ---------------------------------------------------------------
@@ -216,7 +228,7 @@ def make_input(shape, dtype, device, layout):
 def test_compiled_kernel_equals_reference(device, dtype, shape, layout):
     x = make_input(shape, dtype, device, layout)
     generator = torch.Generator().manual_seed(len(shape) * 1000 + shape[0])
-    sample_ids = torch.randint(-2**62, 2**62, (shape[0],), generator=generator).to(device)
+    sample_ids = torch.randint(-(2**62), 2**62, (shape[0],), generator=generator).to(device)
     pass_ids = torch.randint(0, 50, (shape[0],), generator=generator).to(device)
     for p in (0.0, 0.25, 0.5, 0.999, 1.0):
         out = compiled_op(x, p, SEED, sample_ids, pass_ids)
@@ -237,8 +249,9 @@ def test_threshold_and_scale_agree_for_many_p(device, dtype):
     sample_ids, pass_ids = ids_for(16, device)
     for p in probabilities:
         out = compiled_op(x, p, SEED, sample_ids, pass_ids)
-        assert same_bits(out.cpu(), reference.keyed_dropout_reference(x.cpu(), p, SEED, sample_ids.cpu(),
-                                                                       pass_ids.cpu())), p
+        assert same_bits(
+            out.cpu(), reference.keyed_dropout_reference(x.cpu(), p, SEED, sample_ids.cpu(), pass_ids.cpu())
+        ), p
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -252,18 +265,47 @@ def test_reference_runs_on_the_device(device):
 
 # ---- errors ------------------------------------------------------------------------------------------------------
 
+
 def bad_calls():
     x, ids = torch.ones(4, 3), ids_for(4)
-    yield (x.long(), 0.5, 0, *ids), TypeError, "keyed_dropout: expected `x` of dtype float32, float16, bfloat16 or float64, got torch.int64"
-    yield (torch.tensor(1.0), 0.5, 0, *ids), ValueError, r"keyed_dropout: expected `x` of shape \[B, ...\] \(samples first\), got shape \[\]"
+    yield (
+        (x.long(), 0.5, 0, *ids),
+        TypeError,
+        "keyed_dropout: expected `x` of dtype float32, float16, bfloat16 or float64, got torch.int64",
+    )
+    yield (
+        (torch.tensor(1.0), 0.5, 0, *ids),
+        ValueError,
+        r"keyed_dropout: expected `x` of shape \[B, ...\] \(samples first\), got shape \[\]",
+    )
     yield (x, 1.5, 0, *ids), ValueError, r"keyed_dropout: expected `p` in \[0, 1\], got 1.5"
     yield (x, -0.1, 0, *ids), ValueError, r"keyed_dropout: expected `p` in \[0, 1\], got -0.1"
     yield (x, float("nan"), 0, *ids), ValueError, r"keyed_dropout: expected `p` in \[0, 1\], got nan"
-    yield (x, 0.5, 0, ids[0].int(), ids[1]), TypeError, "keyed_dropout: expected `sample_ids` to be an int64 tensor, got torch.int32"
-    yield (x, 0.5, 0, ids[0], ids[1].float()), TypeError, "keyed_dropout: expected `pass_ids` to be an int64 tensor, got torch.float32"
-    yield (x, 0.5, 0, ids[0][:3], ids[1]), ValueError, r"keyed_dropout: expected `sample_ids` of shape \[B\] = \[4\], one id per row of `x`, got shape \[3\]"
-    yield (x, 0.5, 0, ids[0], ids[1].reshape(2, 2)), ValueError, r"keyed_dropout: expected `pass_ids` of shape \[B\] = \[4\], one id per row of `x`, got shape \[2, 2\]"
-    yield (x, 0.5, 0, ids[0].to("meta"), ids[1]), ValueError, "keyed_dropout: expected `sample_ids` on cpu like `x`, got meta"
+    yield (
+        (x, 0.5, 0, ids[0].int(), ids[1]),
+        TypeError,
+        "keyed_dropout: expected `sample_ids` to be an int64 tensor, got torch.int32",
+    )
+    yield (
+        (x, 0.5, 0, ids[0], ids[1].float()),
+        TypeError,
+        "keyed_dropout: expected `pass_ids` to be an int64 tensor, got torch.float32",
+    )
+    yield (
+        (x, 0.5, 0, ids[0][:3], ids[1]),
+        ValueError,
+        r"keyed_dropout: expected `sample_ids` of shape \[B\] = \[4\], one id per row of `x`, got shape \[3\]",
+    )
+    yield (
+        (x, 0.5, 0, ids[0], ids[1].reshape(2, 2)),
+        ValueError,
+        r"keyed_dropout: expected `pass_ids` of shape \[B\] = \[4\], one id per row of `x`, got shape \[2, 2\]",
+    )
+    yield (
+        (x, 0.5, 0, ids[0].to("meta"), ids[1]),
+        ValueError,
+        "keyed_dropout: expected `sample_ids` on cpu like `x`, got meta",
+    )
 
 
 @pytest.mark.parametrize("args,error,message", list(bad_calls()))
@@ -292,6 +334,7 @@ def test_python_only_errors():
 
 
 # ---- registration ------------------------------------------------------------------------------------------------
+
 
 def op_cases(device):
     generator = torch.Generator().manual_seed(0)
@@ -339,6 +382,7 @@ def test_torch_compile_fullgraph_equals_eager(device):
 
 # ---- channel and alpha dropout -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_feature_dropout_drops_whole_channels_keyed_by_channel(device):
     x = torch.randn(16, 12, 5, 5, device=device)
@@ -374,6 +418,7 @@ def test_alpha_dropout_is_atens_formula_on_the_keyed_mask(device, feature):
 
 # ---- keyed_mc_dropout on models ----------------------------------------------------------------------------------
 
+
 class FunctionalNet(nn.Module):
     """F.dropout in forward with the module's own training flag (DISTIL's EfficientNet pattern)."""
 
@@ -388,11 +433,27 @@ class FunctionalNet(nn.Module):
 def zoo():
     """Models covering every keyed module kind and functional dropout; all samples first."""
     torch.manual_seed(0)
-    mlp = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 32), nn.Dropout(0.2),
-                        nn.AlphaDropout(0.1), nn.Linear(32, 4))
-    conv = nn.Sequential(nn.Unflatten(1, (1, 10)), nn.Conv1d(1, 6, 3), nn.Dropout1d(0.3),
-                         nn.Unflatten(2, (2, 4)), nn.Dropout2d(0.3), nn.Unflatten(3, (2, 2)), nn.Dropout3d(0.3),
-                         nn.FeatureAlphaDropout(0.2), nn.Flatten(), nn.Linear(48, 4))
+    mlp = nn.Sequential(
+        nn.Linear(10, 32),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(32, 32),
+        nn.Dropout(0.2),
+        nn.AlphaDropout(0.1),
+        nn.Linear(32, 4),
+    )
+    conv = nn.Sequential(
+        nn.Unflatten(1, (1, 10)),
+        nn.Conv1d(1, 6, 3),
+        nn.Dropout1d(0.3),
+        nn.Unflatten(2, (2, 4)),
+        nn.Dropout2d(0.3),
+        nn.Unflatten(3, (2, 2)),
+        nn.Dropout3d(0.3),
+        nn.FeatureAlphaDropout(0.2),
+        nn.Flatten(),
+        nn.Linear(48, 4),
+    )
     return {"mlp": mlp, "conv": conv, "functional": FunctionalNet()}
 
 
@@ -403,7 +464,7 @@ def mc_logits(model, x, first_ids, n_drop, seed=SEED, batch=None, stacked=False)
     blocks = []
     with keyed_mc.keyed_mc_dropout(model, seed) as keyed:
         for start in range(0, n, batch):
-            xb = x[start:start + batch]
+            xb = x[start : start + batch]
             ids = torch.arange(start, start + xb.shape[0], device=x.device) + first_ids
             if stacked:
                 passes = torch.arange(n_drop, device=x.device).repeat_interleave(xb.shape[0])
@@ -522,13 +583,19 @@ def test_unkeyable_layouts_raise_naming_the_module():
         pass
     model = SequenceFirst().train()
     with keyed_mc.keyed_mc_dropout(model, SEED) as keyed, keyed.batch(*ids_for(3)):
-        with pytest.raises(keyed_mc.UnkeyableDropoutError, match=r"module 'encoder.1' \(Dropout\) got an input of shape \[5, 3, 4\] "
-                                             r"whose dim 0 is not the 3 rows of the batch"):
+        with pytest.raises(
+            keyed_mc.UnkeyableDropoutError,
+            match=r"module 'encoder.1' \(Dropout\) got an input of shape \[5, 3, 4\] "
+            r"whose dim 0 is not the 3 rows of the batch",
+        ):
             model(torch.randn(3, 5, 4))
     drop1d = nn.Dropout1d(0.5)
     with keyed_mc.keyed_mc_dropout(drop1d, SEED) as keyed, keyed.batch(*ids_for(4)):
-        with pytest.raises(keyed_mc.UnkeyableDropoutError, match=r"module '' \(Dropout1d\) got an input of shape \[4, 9\]: keyed "
-                                             r"channel dropout needs a batched \[N, C, ...\] input"):
+        with pytest.raises(
+            keyed_mc.UnkeyableDropoutError,
+            match=r"module '' \(Dropout1d\) got an input of shape \[4, 9\]: keyed "
+            r"channel dropout needs a batched \[N, C, ...\] input",
+        ):
             drop1d(torch.randn(4, 9))
 
 
@@ -538,13 +605,20 @@ def test_dropout_inside_torch_functions_is_refused():
     layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True).train()
     x = torch.randn(3, 5, 8)
     with keyed_mc.keyed_mc_dropout(layer, SEED) as keyed, keyed.batch(*ids_for(3)):
-        with pytest.raises(keyed_mc.UnkeyableDropoutError, match=r"attention dropout \(torch.nn.functional.multi_head_attention_forward, "
-                                               r"dropout_p = 0.1\) cannot be keyed"):
+        with pytest.raises(
+            keyed_mc.UnkeyableDropoutError,
+            match=r"attention dropout \(torch.nn.functional.multi_head_attention_forward, "
+            r"dropout_p = 0.1\) cannot be keyed",
+        ):
             layer(x)
-        with pytest.raises(keyed_mc.UnkeyableDropoutError, match="scaled_dot_product_attention with dropout_p = 0.2 cannot be keyed"):
+        with pytest.raises(
+            keyed_mc.UnkeyableDropoutError, match="scaled_dot_product_attention with dropout_p = 0.2 cannot be keyed"
+        ):
             F.scaled_dot_product_attention(x, x, x, None, 0.2)
         lstm = nn.LSTM(8, 4, num_layers=2, dropout=0.3, batch_first=True)
-        with pytest.raises(keyed_mc.UnkeyableDropoutError, match=r"the dropout between the layers of torch.lstm \(dropout = 0.3\)"):
+        with pytest.raises(
+            keyed_mc.UnkeyableDropoutError, match=r"the dropout between the layers of torch.lstm \(dropout = 0.3\)"
+        ):
             lstm(x)
         lstm.eval()
         lstm(x)  # no dropout in eval mode: allowed
@@ -579,7 +653,7 @@ def test_modules_restored_exactly_also_after_exceptions():
             assert all(getattr(model[i].forward, "_entropy_al_keyed", False) for i in (2, 4, 5))
             with keyed.batch(*ids_for(2)):
                 model(torch.randn(2, 10))
-                1 / 0
+                raise ZeroDivisionError
     assert forwards_of(model) == before
     assert all("forward" not in model[i].__dict__ for i in (2, 4, 5)) and model[7].__dict__["forward"] is custom.forward
     assert type(model[2]).forward is nn.Dropout.forward

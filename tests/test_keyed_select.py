@@ -18,12 +18,11 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
+from strategy_fixtures import NUM_CLASSES, NUM_FEATURES, FailingNet, FeatureNet, make_pool, module_flags
 from torch import nn
 
 import entropy_al
 from entropy_al.active_learning_strategies import ScoreStreamingStrategy
-
-from strategy_fixtures import NUM_CLASSES, NUM_FEATURES, FailingNet, FeatureNet, make_pool, module_flags
 
 POOL = 90
 BUDGET = 12
@@ -152,7 +151,9 @@ def test_the_default_seed_comes_from_torch_manual_seed():
     # Drawn once per call: two calls in a row draw different seeds.
     s = strategy(mc_seed=None)
     torch.manual_seed(3)
-    assert not torch.equal(s.predict_prob_dropout_split(dyadic_pool(), 4), s.predict_prob_dropout_split(dyadic_pool(), 4))
+    assert not torch.equal(
+        s.predict_prob_dropout_split(dyadic_pool(), 4), s.predict_prob_dropout_split(dyadic_pool(), 4)
+    )
 
 
 def test_an_explicit_seed_ignores_the_global_generator():
@@ -320,8 +321,9 @@ def test_two_gloo_ranks_select_what_one_process_selects(tmp_path):
     world = 2
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=_rank_main, args=(rank, world, (tmp_path / "store").as_uri(), str(tmp_path)),
-                        daemon=True)  # fmt: skip
+        context.Process(
+            target=_rank_main, args=(rank, world, (tmp_path / "store").as_uri(), str(tmp_path)), daemon=True
+        )  # fmt: skip
         for rank in range(world)
     ]
     for process in processes:

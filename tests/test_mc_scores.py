@@ -4,11 +4,10 @@ import itertools
 
 import pytest
 import torch
+from conftest import DEVICES, SCORE_BACKENDS, poison_allocator
 
 import entropy_al
 from entropy_al import reference
-
-from conftest import DEVICES, SCORE_BACKENDS, poison_allocator
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 CLASSES = [1, 2, 7, 10, 100, 1000, 1031]
@@ -16,9 +15,7 @@ PASSES = [1, 3, 10]
 SAMPLES = [0, 1, 257, 10001]
 # Cap on K·N·C per case so the float64 reference keeps the suite fast; every size still meets every other.
 MAX_ELEMENTS = 1_100_000
-SHAPES = [
-    (k, n, c) for k, n, c in itertools.product(PASSES, SAMPLES, CLASSES) if k * n * c <= MAX_ELEMENTS
-]
+SHAPES = [(k, n, c) for k, n, c in itertools.product(PASSES, SAMPLES, CLASSES) if k * n * c <= MAX_ELEMENTS]
 
 
 def scores_for(num_classes):
@@ -145,8 +142,33 @@ def test_output_is_on_the_input_device_and_float32():
 
 # Every boundary of the CUDA kernel's class-count switch (threads per sample x classes per thread), and the
 # path for rows too long for registers (C > 8192); cheap enough to run on every device.
-KERNEL_BOUNDARIES = [4, 5, 8, 9, 16, 17, 32, 33, 64, 65, 128, 129, 256, 257, 512, 513, 1024, 1025, 2048, 2049,
-                     4096, 4097, 8192, 8193, 20000]
+KERNEL_BOUNDARIES = [
+    4,
+    5,
+    8,
+    9,
+    16,
+    17,
+    32,
+    33,
+    64,
+    65,
+    128,
+    129,
+    256,
+    257,
+    512,
+    513,
+    1024,
+    1025,
+    2048,
+    2049,
+    4096,
+    4097,
+    8192,
+    8193,
+    20000,
+]
 
 
 @pytest.mark.parametrize("device", DEVICES)

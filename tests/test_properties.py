@@ -13,15 +13,16 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_mc_scores import assert_scores_close
+from test_topk import sort_reference
 
 import entropy_al
 from entropy_al import reference
 
-from test_mc_scores import assert_scores_close
-from test_topk import sort_reference
-
 EXAMPLES = int(os.environ.get("ENTROPY_AL_FUZZ_EXAMPLES", "60"))
-PROFILE = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=EXAMPLES <= 60)
+PROFILE = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=EXAMPLES <= 60
+)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 SPECIAL_VALUES = [float("nan"), float("inf"), float("-inf"), 0.0, -0.0, 1e30, -1e30, 1e-30, 88.0, -104.0, 120.0]
@@ -78,8 +79,9 @@ def test_scores_match_reference_on_any_input(device, logits, score):
 @pytest.mark.parametrize("device", DEVICES)
 @PROFILE
 @given(
-    values=st.lists(st.sampled_from(SPECIAL_VALUES + [1.0, 2.0, -1.0, 0.5]) | st.floats(allow_nan=True, width=32),
-                    max_size=80),
+    values=st.lists(
+        st.sampled_from(SPECIAL_VALUES + [1.0, 2.0, -1.0, 0.5]) | st.floats(allow_nan=True, width=32), max_size=80
+    ),
     cuts=st.lists(st.integers(0, 80), max_size=8),
     k=st.integers(0, 90),
     seed=st.integers(0, 1000),

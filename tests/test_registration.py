@@ -6,20 +6,23 @@ import sys
 
 import pytest
 import torch
+from conftest import COMPILED, DEVICES
 
 import entropy_al
-from entropy_al import ops, reference
-
-from conftest import COMPILED, DEVICES
+from entropy_al import reference
 
 
 def op_cases(device):
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 17, 5, generator=generator).to(device)
-    state = reference.topk_update_reference(torch.randn(6, generator=generator).to(device),
-                                            torch.empty(0, dtype=torch.int64, device=device), 100, 4)
+    state = reference.topk_update_reference(
+        torch.randn(6, generator=generator).to(device), torch.empty(0, dtype=torch.int64, device=device), 100, 4
+    )
     yield torch.ops.entropy_al.mc_scores.default, (logits, "bald")
-    yield torch.ops.entropy_al.mc_scores.default, (logits.to(torch.bfloat16).transpose(0, 1).contiguous().transpose(0, 1), "margin")
+    yield (
+        torch.ops.entropy_al.mc_scores.default,
+        (logits.to(torch.bfloat16).transpose(0, 1).contiguous().transpose(0, 1), "margin"),
+    )
     yield torch.ops.entropy_al.mc_scores.default, (logits[:, :0], "entropy")
     yield torch.ops.entropy_al.topk_update.default, (torch.randn(9, generator=generator).to(device), state, 0, 5)
     yield torch.ops.entropy_al.mc_topk_update.default, (logits, state, 0, 8, "least_confidence")
@@ -43,7 +46,7 @@ def test_torch_compile_fullgraph_equals_eager(device):
     compiled = torch.compile(select_uncertain, fullgraph=True, dynamic=True, backend="aot_eager")
     for n in (33, 70):
         logits = torch.randn(4, n, 6, device=device)
-        for got, want in zip(compiled(logits, state), select_uncertain(logits, state)):
+        for got, want in zip(compiled(logits, state), select_uncertain(logits, state), strict=False):
             assert torch.equal(got, want)
 
 
@@ -55,8 +58,16 @@ def test_torch_compile_inductor():
 
 
 BAD_LOGITS = [
-    (torch.randn(3, 4), ValueError, r"mc_scores: expected `logits` of shape \[K, N, C\] \(3 dims\), got shape \[3, 4\]"),
-    (torch.ones(2, 3, 4, dtype=torch.int64), TypeError, "expected `logits` of dtype float32, float16, bfloat16 or float64, got torch.int64"),
+    (
+        torch.randn(3, 4),
+        ValueError,
+        r"mc_scores: expected `logits` of shape \[K, N, C\] \(3 dims\), got shape \[3, 4\]",
+    ),
+    (
+        torch.ones(2, 3, 4, dtype=torch.int64),
+        TypeError,
+        "expected `logits` of dtype float32, float16, bfloat16 or float64, got torch.int64",
+    ),
     (torch.ones(2, 3, 4, dtype=torch.bool), TypeError, "got torch.bool"),
     (torch.ones(2, 3, 4, dtype=torch.complex64), TypeError, "got torch.complex64"),
     (torch.randn(0, 3, 4), ValueError, "expected `logits` with K = size\\(0\\) >= 1 MC passes, got K = 0"),
@@ -78,13 +89,22 @@ def test_kernels_check_their_arguments_too(logits, error, message):
         torch.ops.entropy_al.mc_scores(logits, "entropy")
 
 
-@pytest.mark.parametrize("call", [
-    lambda: entropy_al.mc_scores(torch.randn(2, 3, 4), "entropyy"),
-    lambda: entropy_al.mc_topk_update(torch.randn(2, 3, 4), torch.empty(0, dtype=torch.int64), 0, 2, "max"),
-    lambda: torch.ops.entropy_al.mc_scores(torch.randn(2, 3, 4), "Entropy") if entropy_al.backend() != "torch" else entropy_al.mc_scores(torch.randn(2, 3, 4), "Entropy"),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: entropy_al.mc_scores(torch.randn(2, 3, 4), "entropyy"),
+        lambda: entropy_al.mc_topk_update(torch.randn(2, 3, 4), torch.empty(0, dtype=torch.int64), 0, 2, "max"),
+        lambda: (
+            torch.ops.entropy_al.mc_scores(torch.randn(2, 3, 4), "Entropy")
+            if entropy_al.backend() != "torch"
+            else entropy_al.mc_scores(torch.randn(2, 3, 4), "Entropy")
+        ),
+    ],
+)
 def test_unknown_score_name(call):
-    with pytest.raises(ValueError, match="expected `score` to be one of 'entropy', 'bald', 'margin', 'least_confidence', got"):
+    with pytest.raises(
+        ValueError, match="expected `score` to be one of 'entropy', 'bald', 'margin', 'least_confidence', got"
+    ):
         call()
 
 
@@ -115,8 +135,13 @@ def test_backend_reporting():
 def _import_in_subprocess(env_update):
     env = dict(os.environ, **env_update)
     code = "import warnings, entropy_al; print(entropy_al.backend())"
-    return subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, env=env,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return subprocess.run(
+        [sys.executable, "-W", "always", "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
 
 
 def test_forced_fallback_is_silent_and_works():

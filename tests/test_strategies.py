@@ -11,12 +11,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-import entropy_al
-from entropy_al import active_learning_strategies as als
-from entropy_al import reference
-
 from strategy_fixtures import (
     DEVICES,
     NUM_CLASSES,
@@ -31,6 +25,11 @@ from strategy_fixtures import (
     reference_selection,
     stable_selection,
 )
+from torch import nn
+
+import entropy_al
+from entropy_al import active_learning_strategies as als
+from entropy_al import reference
 
 STRATEGIES = {
     "entropy": entropy_al.EntropySamplingDropout,

@@ -6,11 +6,6 @@ import warnings
 
 import pytest
 import torch
-from torch import nn
-
-import entropy_al
-from entropy_al.active_learning_strategies._model_state import mc_mode, preserved_state
-
 from strategy_fixtures import (
     DEVICES,
     NUM_CLASSES,
@@ -22,6 +17,10 @@ from strategy_fixtures import (
     module_flags,
     tensor_snapshot,
 )
+from torch import nn
+
+import entropy_al
+from entropy_al.active_learning_strategies._model_state import mc_mode, preserved_state
 
 STRATEGIES = {
     "entropy": entropy_al.EntropySamplingDropout,

@@ -11,14 +11,6 @@ import warnings
 
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import Subset, TensorDataset
-
-import entropy_al
-from entropy_al.active_learning_strategies._args import autocast_for
-from entropy_al.active_learning_strategies._batches import tensor_source
-from entropy_al.active_learning_strategies._passes import PassGrouping, _stack_copies, _stackable
-
 from strategy_fixtures import (
     DEVICES,
     NUM_CLASSES,
@@ -30,6 +22,13 @@ from strategy_fixtures import (
     make_pool,
     reference_selection,
 )
+from torch import nn
+from torch.utils.data import Subset, TensorDataset
+
+import entropy_al
+from entropy_al.active_learning_strategies._args import autocast_for
+from entropy_al.active_learning_strategies._batches import tensor_source
+from entropy_al.active_learning_strategies._passes import PassGrouping, _stack_copies, _stackable
 
 STRATEGIES = {
     "entropy": entropy_al.EntropySamplingDropout,
@@ -320,7 +319,7 @@ def test_amp_dtype_unsupported_on_the_device_is_a_clear_error(monkeypatch):
 
     def autocast_without_float16(device_type, dtype=None, **kwargs):
         if dtype == torch.float16:
-            warnings.warn("In CPU autocast, but the target dtype is not supported. Disabling autocast.")
+            warnings.warn("In CPU autocast, but the target dtype is not supported. Disabling autocast.", stacklevel=2)
             return real(device_type, dtype=dtype, enabled=False)
         return real(device_type, dtype=dtype, **kwargs)
 

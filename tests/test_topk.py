@@ -4,17 +4,18 @@ import random
 
 import pytest
 import torch
+from conftest import DEVICES
 
 import entropy_al
 from entropy_al import reference
-
-from conftest import DEVICES
 
 
 def sort_reference(scores, k):
     """Indices of the best k: score descending, ties to the lower index, NaN below every number."""
     values = scores.double().tolist()
-    order = sorted(range(len(values)), key=lambda i: (values[i] != values[i], -values[i] if values[i] == values[i] else 0, i))
+    order = sorted(
+        range(len(values)), key=lambda i: (values[i] != values[i], -values[i] if values[i] == values[i] else 0, i)
+    )
     return order[:k]
 
 

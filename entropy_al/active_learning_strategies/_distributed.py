@@ -35,10 +35,9 @@ mpi, ucc, or a ``"cpu:gloo,cuda:nccl"`` group), else (NCCL) on the current CUDA 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
-
-import warnings
 
 import torch
 import torch.distributed as dist

@@ -41,12 +41,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..keyed_mc import KeyedMCDropout
 from ._args import autocast_for
 from ._batches import as_logits, iter_batches, iter_sampled_batches
 from ._heads import HeadSplit
 from ._items import call_model
 from ._progress import ProgressBar
-from ..keyed_mc import KeyedMCDropout
 
 __all__ = ["MCPlan", "PassGrouping", "block_rows", "fast_mc_blocks", "mc_forward", "uses_batch_statistics"]
 
@@ -248,7 +248,7 @@ def mc_forward(
                 keys = keyed.batch(ids.repeat(copies), passes, first_site=0 if plan.split is None else 1 << 20)
             with keys:
                 if grouping.probing and stackable:
-                    output, activation_bytes = _measured_call(net, lambda: call(batch))
+                    output, activation_bytes = _measured_call(net, lambda batch=batch: call(batch))
                     grouping.bytes_per_sample = (activation_bytes + _nbytes(features)) / max(1, rows)
                 else:
                     output = call(batch)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..keyed_mc import UnkeyableDropoutError, keyed_mc_dropout
 from ._args import (
     DEFAULT_BATCH_SIZE,
     RunSettings,
@@ -33,12 +34,11 @@ from ._args import (
 )
 from ._batches import as_logits, iter_batches
 from ._distil import distil_mc_blocks
+from ._heads import resolve_split
 from ._items import batch_labels, call_model, dataset_length
 from ._model_state import eval_mode, mc_mode
-from ._heads import resolve_split
 from ._passes import MCPlan, block_rows, fast_mc_blocks
 from ._progress import ProgressBar
-from ..keyed_mc import UnkeyableDropoutError, keyed_mc_dropout
 
 __all__ = ["Strategy"]
 
