@@ -25,8 +25,8 @@ at::Tensor merge_block(const float* scores, int64_t count, const at::Tensor& sta
   if (k > 0) {
     candidates.reserve(full ? 0 : count);
     for (int64_t i = 0; i < count; ++i) {
-      const int64_t key = encode_key(scores[i], offset + i);
-      if (!full || key > threshold) candidates.push_back(key);
+      const int64_t key = score_key(scores[i], offset + i);
+      if (!full || beats_threshold(key, threshold)) candidates.push_back(key);
     }
   }
   const int64_t merged = std::min<int64_t>(k, kept + static_cast<int64_t>(candidates.size()));
@@ -50,9 +50,7 @@ at::Tensor merge_block(const float* scores, int64_t count, const at::Tensor& sta
 }
 
 at::Tensor topk_update_cpu(const at::Tensor& scores, const at::Tensor& state, int64_t offset, int64_t k) {
-  TORCH_CHECK_TYPE(scores.dim() == 1 && scores.is_floating_point(),
-                   "topk_update: expected `scores` to be a 1-D floating tensor, got ", dtype_name(scores.scalar_type()),
-                   " tensor of shape ", scores.sizes());
+  check_topk_scores("topk_update", scores);
   check_topk_state("topk_update", state, scores.device(), offset, scores.numel(), k);
   const at::Tensor block = scores.to(at::kFloat).contiguous();
   return merge_block(block.const_data_ptr<float>(), block.numel(), state, offset, k);

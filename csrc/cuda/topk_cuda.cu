@@ -2,14 +2,10 @@
 // are written after a copy of the state into one buffer, and at::topk(sorted) of that buffer is the new state.
 // The output size min(k, len(state) + B) is known from sizes alone, so nothing synchronizes with the host.
 //
-// What the issue's ideal design adds, left for a session with a GPU to measure:
-// - the running k-th key (threshold) kept on the device; the scoring kernel appends only keys above it to a
-//   fixed-capacity candidate list (warp-aggregated atomics on a device-side count), so the merge sorts about
-//   k (1 + ln(N / k)) candidates over a whole random-order pool instead of k + B per block;
-// - merges deferred until the candidate list passes a capacity, done with a CUB radix sort of the packed keys
-//   (or cub::DeviceTopK where CCCL has it), the new threshold written on the device.
-// Filtering against the threshold without compaction would not shrink at::topk's input (a compacted size is
-// data-dependent and would need a host sync), so this version does not filter.
+// Planned next step (not built yet): keep the running k-th key on the device and let the v2 score kernel
+// append only keys above it to a candidate list (it already can: ScoreOutput's threshold, candidates and
+// count, warp-aggregated atomics), then merge the few candidates with the state on the device, so that an
+// update costs O(k + candidates) instead of at::topk over k + B keys.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/topk.h>
@@ -36,7 +32,7 @@ __global__ void __launch_bounds__(kEncodeThreads)
                        int64_t* __restrict__ keys) {  // [count]
   const int64_t step = static_cast<int64_t>(gridDim.x) * kEncodeThreads;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kEncodeThreads + threadIdx.x; i < count; i += step) {
-    keys[i] = encode_key(scores[i * stride], first_index + i);
+    keys[i] = score_key(scores[i * stride], first_index + i);
   }
 }
 
@@ -55,9 +51,7 @@ at::Tensor best_keys(const at::Tensor& merged, int64_t k) {
 }
 
 at::Tensor topk_update_cuda(const at::Tensor& scores, const at::Tensor& state, int64_t offset, int64_t k) {
-  TORCH_CHECK_TYPE(scores.dim() == 1 && scores.is_floating_point(),
-                   "topk_update: expected `scores` to be a 1-D floating tensor, got ", scores.scalar_type(),
-                   " tensor of shape ", scores.sizes());
+  check_topk_scores("topk_update", scores);
   check_topk_state("topk_update", state, scores.device(), offset, scores.numel(), k);
   TORCH_INTERNAL_ASSERT(scores.is_cuda(), "topk_update_cuda: the dispatcher sent scores on ", scores.device());
   const c10::cuda::CUDAGuard device_guard(scores.device());
@@ -89,7 +83,10 @@ at::Tensor mc_topk_update_cuda(const at::Tensor& logits, const at::Tensor& state
   if (std::min(k, state.numel() + count) == 0) return at::empty({0}, state.options());
   at::Tensor merged = keys_buffer(state, count);
   // The scoring kernel writes the block's keys straight after the state's: no float scores in between.
-  mc_scores_cuda_launch(logits, score, nullptr, merged.mutable_data_ptr<int64_t>() + state.numel(), offset);
+  ScoreOutput out{};
+  out.keys = merged.mutable_data_ptr<int64_t>() + state.numel();
+  out.first_index = offset;
+  mc_scores_cuda_launch(logits, score, out);
   return best_keys(merged, k);
 }
 
