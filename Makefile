@@ -70,9 +70,9 @@ cuda-check: $(CUDA_VENV)/.installed
 	cp -r entropy_al tests pyproject.toml $(CUDA_BUILD)/stage/
 	rm -f $(CUDA_BUILD)/stage/entropy_al/_C*.so
 	cp $(CUDA_BUILD)/lib/entropy_al/_C*.so $(CUDA_BUILD)/stage/entropy_al/
-	cd $(CUDA_BUILD)/stage && ENTROPY_AL_BACKEND=compiled ../../$(CUDA_PY) -c \
+	cd $(CUDA_BUILD)/stage && ENTROPY_AL_BACKEND=compiled $(abspath $(CUDA_PY)) -c \
 		"import entropy_al as e; i = e.backend_info(); print(i); assert i['built_with_cuda'], i"
-	cd $(CUDA_BUILD)/stage && ENTROPY_AL_BACKEND=compiled ../../$(CUDA_PY) -m pytest -q -x -m "not slow"
+	cd $(CUDA_BUILD)/stage && ENTROPY_AL_BACKEND=compiled $(abspath $(CUDA_PY)) -m pytest -q -x -m "not slow"
 
 # The whole GPU proof in one command, with the machine's own python3 and its preinstalled CUDA torch (no venv,
 # no installs): under 8 minutes on an H100/H200.

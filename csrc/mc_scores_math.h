@@ -3,6 +3,7 @@
 // exactly the arithmetic the GPU runs.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -23,15 +24,16 @@ constexpr float kMinExp2Arg = -127.0f;
 ENTROPY_AL_HOST_DEVICE float exp2_exponent(float z, float row_max) { return (z - row_max) * kLog2e; }
 
 // The same exponent as one FMA, z log2(e) - c with c = max log2(e) rounded once: z log2(e) is not rounded
-// inside the FMA, and the rounding error of c shifts every exponent of the row alike, which the softmax (and
-// the entropy computed from S and T below) does not see. Needs |max| <= kMaxFmaLogit so that c stays finite.
-constexpr float kMaxFmaLogit = 2.0e38f;
+// inside the FMA, and the rounding error of c (at most half an ulp of c) shifts every exponent of the row alike,
+// which the softmax (and the entropy from S and T below) does not see. Rows with |max| > kMaxFmaLogit need the
+// two-op form: there c's rounding error could exceed 1/2 (and, for huge logits, overflow 2^t).
+constexpr float kMaxFmaLogit = 1.0e7f;
 ENTROPY_AL_HOST_DEVICE float scaled_row_max(float row_max) { return row_max * kLog2e; }
 ENTROPY_AL_HOST_DEVICE float exp2_exponent_fma(float z, float scaled_max) {
 #if defined(__CUDA_ARCH__)
   return __fmaf_rn(z, kLog2e, -scaled_max);
 #else
-  return z * kLog2e - scaled_max;  // host: only the tests of this function call it
+  return std::fma(z, kLog2e, -scaled_max);
 #endif
 }
 

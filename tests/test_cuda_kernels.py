@@ -85,16 +85,35 @@ def test_topk_update_is_bit_equal_to_cpu(k):
         offset += size
 
 
-def test_topk_update_ascending_pool():
-    """Every block beats the whole state (the adversarial order)."""
+@pytest.mark.parametrize("block", [500, 5000])
+def test_topk_update_ascending_pool(block):
+    """Every block beats the whole state (the adversarial order): many candidates, merged in chunks."""
     k = 100
     state_cpu = torch.empty(0, dtype=torch.int64)
     state_cuda = state_cpu.cuda()
-    for block in range(20):
-        scores = torch.arange(block * 500, (block + 1) * 500, dtype=torch.float32)
-        state_cpu = entropy_al.topk_update(scores, state_cpu, block * 500, k)
-        state_cuda = entropy_al.topk_update(scores.cuda(), state_cuda, block * 500, k)
+    for b in range(8):
+        scores = torch.arange(b * block, (b + 1) * block, dtype=torch.float32)
+        state_cpu = entropy_al.topk_update(scores, state_cpu, b * block, k)
+        state_cuda = entropy_al.topk_update(scores.cuda(), state_cuda, b * block, k)
         assert torch.equal(state_cuda.cpu(), state_cpu)
+
+
+@pytest.mark.parametrize("k", [1, 64, 3000])
+@pytest.mark.parametrize("order", ["random", "ascending"])
+def test_fused_update_equals_scores_then_update(generation, k, order):
+    """mc_topk_update (candidates filtered in the score kernel, merged on the device) against mc_scores followed
+    by topk_update: the same kernel scores both, so the keys must agree bit for bit."""
+    generator = torch.Generator().manual_seed(k)
+    logits = realistic_logits((6, 12000, 10), torch.bfloat16, "cpu", generator)
+    if order == "ascending":
+        logits = logits[:, reference.mc_scores_reference(logits, "bald").argsort()]
+    logits = logits.cuda()
+    fused = plain = torch.empty(0, dtype=torch.int64, device="cuda")
+    for start in range(0, 12000, 2500):
+        block = logits[:, start : start + 2500]
+        fused = entropy_al.mc_topk_update(block, fused, start, k, "bald")
+        plain = entropy_al.topk_update(entropy_al.mc_scores(block, "bald"), plain, start, k)
+        assert torch.equal(fused, plain), start
 
 
 @pytest.mark.parametrize("score", reference.SCORES)

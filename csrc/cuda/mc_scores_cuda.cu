@@ -403,6 +403,8 @@ unsigned int grid_size(int64_t work_blocks, int block_threads) {
 
 namespace {
 
+__global__ void set_count_kernel(unsigned int* count, unsigned int value) { *count = value; }
+
 // ENTROPY_AL_SCORE_KERNEL=v1 selects the v1 kernels for everything (read on every launch, so that one process
 // can compare the generations).
 bool v1_requested() {
@@ -460,8 +462,14 @@ void mc_scores_cuda_launch(const at::Tensor& raw_logits, Score score, const Scor
     }
     if (served) return;
   }
-  TORCH_INTERNAL_ASSERT(out.threshold == nullptr, "mc_scores_cuda_launch: only the v2 kernels filter by a threshold");
-  mc_scores_v1_launch(logits, score, out.scores, out.keys, out.first_index, stream);
+  if (out.threshold == nullptr) {
+    mc_scores_v1_launch(logits, score, out.scores, out.keys, out.first_index, stream);
+    return;
+  }
+  // The v1 kernels do not filter: every key becomes a candidate (the merge drops those below the threshold).
+  mc_scores_v1_launch(logits, score, nullptr, out.candidates, out.first_index, stream);
+  set_count_kernel<<<1, 1, 0, stream>>>(out.count, static_cast<unsigned int>(logits.size(1)));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 namespace {

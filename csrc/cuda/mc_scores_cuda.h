@@ -14,10 +14,11 @@
 namespace entropy_al {
 
 // Scores `logits` [K, N, C] (already checked; any strides) on the current CUDA stream; the caller holds a
-// CUDAGuard for the logits' device. Results go to `out` (scores, keys, or keys beating a threshold); nothing
-// happens when N == 0. The v2 kernels serve contiguous float32/float16/bfloat16 logits with C <= 1024 (16-bit:
-// C even), float64 converted to float32 after its row shift; the v1 kernels serve everything else, and
-// everything when the environment variable ENTROPY_AL_SCORE_KERNEL is "v1".
+// CUDAGuard for the logits' device. Results go to `out` (scores, keys, or keys beating a threshold appended to
+// candidates; when the v1 kernels score, every key is appended); nothing happens when N == 0. The v2 kernels
+// serve float32/float16/bfloat16 logits whose rows are contiguous and consecutive (a contiguous tensor or a
+// slice of samples of one) with C <= 1024 (16-bit: C even), and float64 converted to float32 after its row
+// shift; the v1 kernels serve everything else, and everything when ENTROPY_AL_SCORE_KERNEL=v1.
 void mc_scores_cuda_launch(const at::Tensor& logits, Score score, const ScoreOutput& out);
 
 // The v2 launcher for one input dtype (T = float, __half or __nv_bfloat16): returns false (and launches

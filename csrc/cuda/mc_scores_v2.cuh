@@ -1,4 +1,5 @@
-// v2 CUDA score kernel: contiguous [K, N, C] logits, C <= kV2MaxClasses (csrc/mc_scores_tiles.h has the tiles
+// v2 CUDA score kernel: [K, N, C] logits whose rows are contiguous and consecutive (strides (any, C, 1): a
+// contiguous tensor or a slice of samples of one), C <= kV2MaxClasses (csrc/mc_scores_tiles.h has the tiles
 // and the index arithmetic). No ATen here.
 //
 // Per block and tile of S samples, for each pass k: the slab of the tile's S rows (S * C contiguous elements) is
@@ -239,7 +240,7 @@ __device__ __forceinline__ void score_pass(float (&z)[kValues], int real_positio
   row_max = group_max<kGroup>(row_max);
   float sum_e = 0.0f, sum_e_t = 0.0f;
   if (__any_sync(0xffffffffu, fabsf(row_max) > kMaxFmaLogit && fabsf(row_max) < kInf)) {
-    // Logits beyond 2e38: max * log2(e) would overflow; subtract first (two ops per element, rows this large only).
+    // |max| beyond 1e7: subtract first (two ops per element; only rows of such huge logits come here).
     ENTROPY_AL_COLD_PATH();
     ENTROPY_AL_UNROLL
     for (int j = 0; j < kValues; ++j) {
@@ -277,8 +278,8 @@ __device__ __forceinline__ void score_pass(float (&z)[kValues], int real_positio
 // exponent (so that a -inf logit gives e t = 0): the rare path for samples whose T came out NaN. Every lane of
 // the warp calls it (shuffles); lanes of samples past N get NaN. Rows are read straight from global memory.
 template <typename T, int kGroup, int kValues, int kReal>
-__device__ __forceinline__ float recount_row_entropy(const char* data, int64_t K, int64_t N, int64_t C, int64_t n,
-                                                  int rank, int real_positions) {
+__device__ __forceinline__ float recount_row_entropy(const char* data, int64_t K, int64_t N, int64_t C,
+                                                     int64_t pass_stride, int64_t n, int rank, int real_positions) {
   ENTROPY_AL_COLD_PATH();
   float bits = 0.0f;
   for (int64_t k = 0; k < K; ++k) {
@@ -289,7 +290,7 @@ __device__ __forceinline__ float recount_row_entropy(const char* data, int64_t K
     for (int j = 0; j < kValues; ++j) {
       const bool real = n < N && position_is_class(j, kReal, real_positions, Input<T>::kPairs);
       const int64_t c = lane_class(rank, kGroup, j, Input<T>::kPairs);
-      z[j] = real ? Input<T>::at(data, (k * N + n) * C + c) : -kInf;
+      z[j] = real ? Input<T>::at(data, k * pass_stride + n * C + c) : -kInf;
       row_max = fmaxf(row_max, z[j]);
     }
     row_max = group_max<kGroup>(row_max);
@@ -311,9 +312,9 @@ __device__ __forceinline__ float recount_row_entropy(const char* data, int64_t K
 // row entropy. 16-bit inputs need C even and the data pointer 4-byte aligned (rows start on pair boundaries).
 template <typename T, int kGroup, int kValues, int kMinClasses, int kThreads, int kRows, bool kBald>
 __global__ void __launch_bounds__(kThreads, 1)
-    mc_scores_v2_kernel(const char* __restrict__ data,  // contiguous [K, N, C] of T
+    mc_scores_v2_kernel(const char* __restrict__ data,  // [K, N, C] of T, strides (pass_stride, C, 1)
                         int misalignment,                // (data / sizeof(T)) mod (16 / sizeof(T))
-                        int64_t K, int64_t N, int64_t C, Score score, ScoreOutput out) {
+                        int64_t K, int64_t N, int64_t C, int64_t pass_stride, Score score, ScoreOutput out) {
   constexpr V2Tile kTile{kGroup, kValues, kMinClasses, kThreads, kRows};
   constexpr int kSamples = kTile.samples();
   constexpr int kBytes = Input<T>::kBytes;
@@ -325,7 +326,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t staged_address = static_cast<uint32_t>(__cvta_generic_to_shared(staged));
 
   const int64_t tiles = (N + kSamples - 1) / kSamples;
-  const int64_t pass_elements = N * C;
   const int thread = static_cast<int>(threadIdx.x);
   const int rank = thread_rank(kTile, thread);
   const float inv_passes = 1.0f / static_cast<float>(K);
@@ -373,7 +373,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       state[r].sum_of_sums = 0.0f;
     }
     // Passes 0 .. K-2: the next slab is this tile's next pass.
-    for (int64_t k = 0; k + 1 < K; ++k) pass(next_pass_plan(plan, pass_elements, kElemsPerVector, misalignment), state);
+    for (int64_t k = 0; k + 1 < K; ++k) pass(next_pass_plan(plan, pass_stride, kElemsPerVector, misalignment), state);
     // The last pass: the next slab is the next tile's first pass, if any.
     const int64_t next_tile = tile + gridDim.x;
     SlabPlan next = slab_plan(0, next_tile, N, C, kSamples, kElemsPerVector, misalignment);
@@ -390,7 +390,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         ENTROPY_AL_UNROLL
         for (int r = 0; r < kRows; ++r) {
           const int64_t n = tile * kSamples + thread_sample(kTile, thread, r);
-          const float bits = recount_row_entropy<T, kGroup, kValues, kReal>(data, K, N, C, n, rank, real_positions);
+          const float bits = recount_row_entropy<T, kGroup, kValues, kReal>(data, K, N, C, pass_stride, n, rank,
+                                                                            real_positions);
           if (!(state[r].sum_row_bits == state[r].sum_row_bits)) state[r].sum_row_bits = bits;
         }
       }

@@ -15,8 +15,8 @@ namespace entropy_al {
 namespace v2 {
 
 template <typename T, int kTile, bool kBald>
-void launch_tile(const char* data, int misalignment, int64_t K, int64_t N, int64_t C, Score score,
-                 const ScoreOutput& out, cudaStream_t stream) {
+void launch_tile(const char* data, int misalignment, int64_t K, int64_t N, int64_t C, int64_t pass_stride,
+                 Score score, const ScoreOutput& out, cudaStream_t stream) {
   constexpr V2Tile t = kV2Tiles[kTile];
   auto* kernel = &mc_scores_v2_kernel<T, t.group, t.values, t.min_classes, t.threads, t.rows, kBald>;
   constexpr int kSharedBytes = 2 * v2_shared_bytes(t, Input<T>::kBytes);
@@ -28,21 +28,22 @@ void launch_tile(const char* data, int misalignment, int64_t K, int64_t N, int64
   const int64_t tiles = (N + t.samples() - 1) / t.samples();
   const int64_t resident = static_cast<int64_t>(multiprocessor_count()) * std::max(1, blocks_per_sm);
   const auto grid = static_cast<unsigned int>(std::max<int64_t>(1, std::min(tiles, resident)));
-  kernel<<<grid, t.threads, kSharedBytes, stream>>>(data, misalignment, K, N, C, score, out);
+  kernel<<<grid, t.threads, kSharedBytes, stream>>>(data, misalignment, K, N, C, pass_stride, score, out);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename T, int... kTiles>
-void launch_tile_index(int tile, const char* data, int misalignment, int64_t K, int64_t N, int64_t C, Score score,
-                       const ScoreOutput& out, cudaStream_t stream, std::integer_sequence<int, kTiles...>) {
+void launch_tile_index(int tile, const char* data, int misalignment, int64_t K, int64_t N, int64_t C,
+                       int64_t pass_stride, Score score, const ScoreOutput& out, cudaStream_t stream,
+                       std::integer_sequence<int, kTiles...>) {
   const bool bald = score == Score::kBald;
   const auto one = [&](auto index) {
     constexpr int kTile = decltype(index)::value;
     if (tile != kTile) return;
     if (bald) {
-      launch_tile<T, kTile, true>(data, misalignment, K, N, C, score, out, stream);
+      launch_tile<T, kTile, true>(data, misalignment, K, N, C, pass_stride, score, out, stream);
     } else {
-      launch_tile<T, kTile, false>(data, misalignment, K, N, C, score, out, stream);
+      launch_tile<T, kTile, false>(data, misalignment, K, N, C, pass_stride, score, out, stream);
     }
   };
   (one(std::integral_constant<int, kTiles>{}), ...);
@@ -54,13 +55,16 @@ template <typename T>
 bool mc_scores_v2_launch(const at::Tensor& logits, Score score, const ScoreOutput& out, cudaStream_t stream) {
   const int64_t K = logits.size(0), N = logits.size(1), C = logits.size(2);
   const int tile = v2_tile_index(C);
-  if (tile < 0 || !logits.is_contiguous()) return false;
+  // Rows contiguous and consecutive within each pass (size-1 dimensions have no meaningful stride).
+  const bool rows_dense = (C == 1 || logits.stride(2) == 1) && (N == 1 || logits.stride(1) == C);
+  if (tile < 0 || !rows_dense) return false;
+  const int64_t pass_stride = K == 1 ? N * C : logits.stride(0);
   const auto address = reinterpret_cast<uintptr_t>(logits.const_data_ptr());
   const int element_bytes = v2::Input<T>::kBytes;
   const int misalignment = static_cast<int>((address / element_bytes) % vector_elements(element_bytes));
-  if (v2::Input<T>::kPairs && !v2_pairs_possible(C, misalignment)) return false;
-  v2::launch_tile_index<T>(tile, static_cast<const char*>(logits.const_data_ptr()), misalignment, K, N, C, score,
-                           out, stream, std::make_integer_sequence<int, kNumV2Tiles>{});
+  if (v2::Input<T>::kPairs && !(v2_pairs_possible(C, misalignment) && pass_stride % 2 == 0)) return false;
+  v2::launch_tile_index<T>(tile, static_cast<const char*>(logits.const_data_ptr()), misalignment, K, N, C,
+                           pass_stride, score, out, stream, std::make_integer_sequence<int, kNumV2Tiles>{});
   return true;
 }
 
