@@ -32,7 +32,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-BUDGET_SECONDS = 450  # stop starting new steps after this (the whole check must stay under 8 minutes)
+BUDGET_SECONDS = 460  # no step runs past this (the whole check must stay under 8 minutes)
 CUDA_TEST_FILES = ["tests/test_mc_scores.py", "tests/test_topk.py", "tests/test_keyed_dropout.py"]
 
 
@@ -70,7 +70,7 @@ def plan(dry: bool, out: str) -> list[tuple[str, list[str], int, dict]]:
                 120,
                 {},
             ),
-            ("shape sweep (CPU)", [py, "benchmarks/gpu_sweep.py", "--device", "cpu"], 120, {}),
+            ("shape sweep (CPU)", [py, "benchmarks/gpu_sweep.py", "--device", "cpu", "--quick"], 120, {}),
             ("sanitizer command", [py, "benchmarks/gpu_sweep.py", "--device", "cpu", "--print-sanitizer"], 30, {}),
             ("benchmarks (CPU, tiny)", [py, "benchmarks/gpu_bench.py", "--dry", "--json", bench_json], 180, {}),
             (
@@ -178,7 +178,8 @@ def main() -> int:
     start = time.monotonic()
     records = []
     for name, command, timeout, env in plan(args.dry, out):
-        if time.monotonic() - start > BUDGET_SECONDS:
+        left = BUDGET_SECONDS - (time.monotonic() - start)
+        if left < 10:
             records.append(
                 {
                     "name": name,
@@ -189,7 +190,7 @@ def main() -> int:
                 }
             )
             continue
-        record = step(name, command, timeout, env)
+        record = step(name, command, int(min(timeout, left)), env)
         if "sanitizer" in name and record["status"].startswith("failed") and "exit 97" not in record["status"]:
             record["status"] = "refused: " + record["status"]  # the tool could not run here: reported, not fatal
         records.append(record)

@@ -4,7 +4,7 @@ Both score kernel generations over every tile boundary of C, N not a multiple of
 misaligned and strided views, the three input dtypes, every score; the streaming top-k (plain and fused);
 keyed dropout. Exits non-zero if a result is not finite where it must be.
 
-    compute-sanitizer --tool memcheck python3 benchmarks/gpu_sweep.py --device cuda
+    compute-sanitizer --tool memcheck python3 benchmarks/gpu_sweep.py --device cuda --quick
     python benchmarks/gpu_sweep.py --device cpu          # the same sweep on the CPU kernels (checks the script)
 """
 
@@ -24,19 +24,23 @@ from entropy_al import keyed, reference  # noqa: E402
 
 CLASSES = [1, 2, 5, 9, 10, 17, 32, 33, 64, 65, 100, 105, 129, 257, 513, 1000, 1024, 1025, 8193]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+SHAPES = [(1, 3), (64, 37), (3, 515)]  # (K, N)
+# Under compute-sanitizer every launch is slow: --quick keeps one of each kind.
+QUICK_CLASSES, QUICK_DTYPES, QUICK_SHAPES = [1, 10, 33, 100, 1000, 1025], DTYPES[:2], [(64, 37)]
 
 
-def sweep(device: str) -> int:
+def sweep(device: str, quick: bool) -> int:
+    classes, dtypes, shapes = (QUICK_CLASSES, QUICK_DTYPES, QUICK_SHAPES) if quick else (CLASSES, DTYPES, SHAPES)
     generator = torch.Generator().manual_seed(0)
     problems = 0
     generations = ["v2", "v1"] if device == "cuda" else ["cpu"]
     for generation in generations:
         os.environ["ENTROPY_AL_SCORE_KERNEL"] = generation
-        for C in CLASSES:
-            for K, N in ((1, 3), (64, 37), (3, 515)):
+        for C in classes:
+            for K, N in shapes:
                 if K * N * C > 2_000_000:
                     continue
-                for dtype in DTYPES:
+                for dtype in dtypes:
                     base = torch.randn(K * N * C + 3, generator=generator).to(dtype).to(device)
                     views = [base[: K * N * C].view(K, N, C), base[3:].view(K, N, C)]  # aligned, misaligned
                     if C > 1:
@@ -66,14 +70,15 @@ def sweep(device: str) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
+    parser.add_argument("--quick", action="store_true", help="a smaller sweep (for compute-sanitizer)")
     parser.add_argument("--print-sanitizer", action="store_true", help="print the sanitizer commands and exit")
     args = parser.parse_args()
     if args.print_sanitizer:
         tool = shutil.which("compute-sanitizer") or "compute-sanitizer (not on PATH here)"
         for check in ("memcheck", "racecheck", "synccheck"):
-            print(f"{tool} --tool {check} --error-exitcode 97 {sys.executable} {__file__} --device cuda")
+            print(f"{tool} --tool {check} --error-exitcode 97 {sys.executable} {__file__} --device cuda --quick")
         return 0
-    return 1 if sweep(args.device) else 0
+    return 1 if sweep(args.device, args.quick) else 0
 
 
 if __name__ == "__main__":

@@ -14,12 +14,14 @@
 namespace entropy_al {
 namespace v2 {
 
+// Launches tile kTile; false (nothing launched) when the device cannot give a block its shared memory.
 template <typename T, int kTile, bool kBald>
-void launch_tile(const char* data, int misalignment, int64_t K, int64_t N, int64_t C, int64_t pass_stride,
+bool launch_tile(const char* data, int misalignment, int64_t K, int64_t N, int64_t C, int64_t pass_stride,
                  Score score, const ScoreOutput& out, cudaStream_t stream) {
   constexpr V2Tile t = kV2Tiles[kTile];
   auto* kernel = &mc_scores_v2_kernel<T, t.group, t.values, t.min_classes, t.threads, t.rows, kBald>;
   constexpr int kSharedBytes = 2 * v2_shared_bytes(t, Input<T>::kBytes);
+  if (kSharedBytes > max_shared_memory_per_block()) return false;
   if constexpr (kSharedBytes > 48 * 1024) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes));
   }
@@ -30,23 +32,23 @@ void launch_tile(const char* data, int misalignment, int64_t K, int64_t N, int64
   const auto grid = static_cast<unsigned int>(std::max<int64_t>(1, std::min(tiles, resident)));
   kernel<<<grid, t.threads, kSharedBytes, stream>>>(data, misalignment, K, N, C, pass_stride, score, out);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return true;
 }
 
 template <typename T, int... kTiles>
-void launch_tile_index(int tile, const char* data, int misalignment, int64_t K, int64_t N, int64_t C,
+bool launch_tile_index(int tile, const char* data, int misalignment, int64_t K, int64_t N, int64_t C,
                        int64_t pass_stride, Score score, const ScoreOutput& out, cudaStream_t stream,
                        std::integer_sequence<int, kTiles...>) {
   const bool bald = score == Score::kBald;
+  bool launched = false;
   const auto one = [&](auto index) {
     constexpr int kTile = decltype(index)::value;
     if (tile != kTile) return;
-    if (bald) {
-      launch_tile<T, kTile, true>(data, misalignment, K, N, C, pass_stride, score, out, stream);
-    } else {
-      launch_tile<T, kTile, false>(data, misalignment, K, N, C, pass_stride, score, out, stream);
-    }
+    launched = bald ? launch_tile<T, kTile, true>(data, misalignment, K, N, C, pass_stride, score, out, stream)
+                    : launch_tile<T, kTile, false>(data, misalignment, K, N, C, pass_stride, score, out, stream);
   };
   (one(std::integral_constant<int, kTiles>{}), ...);
+  return launched;
 }
 
 }  // namespace v2
@@ -63,9 +65,8 @@ bool mc_scores_v2_launch(const at::Tensor& logits, Score score, const ScoreOutpu
   const int element_bytes = v2::Input<T>::kBytes;
   const int misalignment = static_cast<int>((address / element_bytes) % vector_elements(element_bytes));
   if (v2::Input<T>::kPairs && !(v2_pairs_possible(C, misalignment) && pass_stride % 2 == 0)) return false;
-  v2::launch_tile_index<T>(tile, static_cast<const char*>(logits.const_data_ptr()), misalignment, K, N, C,
-                           pass_stride, score, out, stream, std::make_integer_sequence<int, kNumV2Tiles>{});
-  return true;
+  return v2::launch_tile_index<T>(tile, static_cast<const char*>(logits.const_data_ptr()), misalignment, K, N, C,
+                                  pass_stride, score, out, stream, std::make_integer_sequence<int, kNumV2Tiles>{});
 }
 
 }  // namespace entropy_al
