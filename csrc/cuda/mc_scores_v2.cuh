@@ -322,6 +322,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr int kReal = always_real_positions(kTile);
   constexpr int kElemsPerVector = kVectorBytes / kBytes;
   constexpr int kBufferBytes = v2_shared_bytes(kTile, kBytes);
+  static_assert(kBufferBytes % kVectorBytes == 0, "the second slab buffer must start on a 16-byte boundary");
   extern __shared__ __align__(16) char staged[];  // 2 * kBufferBytes: one slab buffer filling, one scored
   const uint32_t staged_address = static_cast<uint32_t>(__cvta_generic_to_shared(staged));
 
