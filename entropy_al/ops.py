@@ -12,19 +12,12 @@ import torch
 
 from . import reference
 from ._extension import EXTENSION_LOADED, backend
+from .keys import MAX_POOL_INDEX
+from .scores import check_score
 
 __all__ = ["mc_scores", "topk_update", "mc_topk_update", "check_index", "check_logits", "check_score"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-
-
-def check_score(op: str, score: str, num_classes: int | None = None) -> None:
-    if not isinstance(score, str) or score not in reference.SCORES:
-        raise ValueError(
-            f"{op}: expected `score` to be one of 'entropy', 'bald', 'margin', 'least_confidence', got {score!r}"
-        )
-    if score == "margin" and num_classes is not None and num_classes < 2:
-        raise ValueError(f"{op}: score 'margin' needs C >= 2 classes, got C = {num_classes}")
 
 
 def check_logits(op: str, logits: torch.Tensor) -> None:
@@ -62,7 +55,7 @@ def _check_topk_state(
         raise ValueError(f"{op}: expected `state` on {device} like the scores, got {state.device}")
     k = check_index(op, "k", k)
     offset = check_index(op, "offset", offset)
-    if offset + count - 1 > reference.MAX_POOL_INDEX:
+    if offset + count - 1 > MAX_POOL_INDEX:
         raise ValueError(f"{op}: pool indices must be below 2**32, got a block ending at index {offset + count - 1}")
     return offset, k
 
@@ -93,7 +86,7 @@ def topk_update(scores: torch.Tensor, state: torch.Tensor, offset: int, k: int) 
 
     Args:
         scores: ``[B]`` floating scores of the pool samples ``offset … offset + B − 1``.
-        state: ``[m]`` int64 keys (see :func:`entropy_al.reference.encode_keys`), descending, on the device of
+        state: ``[m]`` int64 keys (see :mod:`entropy_al.keys`), descending, on the device of
             ``scores``; start from an empty tensor.
         offset: pool index of ``scores[0]``.
         k: how many of the best samples to keep.

@@ -12,6 +12,9 @@ import struct
 
 import torch
 
+from .keys import MAX_POOL_INDEX, decode_keys, encode_keys
+from .scores import SCORES
+
 __all__ = [
     "SCORES",
     "mc_scores_reference",
@@ -23,13 +26,9 @@ __all__ = [
     "keyed_dropout_reference",
 ]
 
-SCORES = ("entropy", "bald", "margin", "least_confidence")
-
 # Elements of one chunk of the [K, n, C] stack: bounds the temporaries of the reference to a few tens of MB.
 _CHUNK_ELEMENTS = 1 << 22
 
-# Pool indices are stored in 32 bits of a 64-bit key (see encode_keys).
-MAX_POOL_INDEX = (1 << 32) - 1
 _LOW_MASK = (1 << 32) - 1
 
 
@@ -60,7 +59,7 @@ def mc_scores_reference(
     """MC-dropout scores of a ``[K, N, C]`` logit stack with torch ops; returns ``[N]`` in ``compute_dtype``.
 
     Arguments are assumed valid (``entropy_al.ops.mc_scores`` checks them). p̄ is the mean over K of
-    softmax(logits[k]); the scores are those of SPEC §1 with 0·log 0 = 0.
+    softmax(logits[k]); the scores are those of :mod:`entropy_al.scores`, with 0·log 0 = 0.
     """
     K, N, C = logits.shape
     out = torch.empty(N, dtype=compute_dtype, device=logits.device)
@@ -75,38 +74,6 @@ def mc_scores_reference(
     return out
 
 
-def _ordered_bits(scores: torch.Tensor) -> torch.Tensor:
-    """Maps float32 scores to int64 in [0, 2^32) with the same order; NaN → 0, below every number."""
-    s = scores.to(torch.float32)
-    s = torch.where(s == 0, torch.zeros_like(s), s)  # -0.0 and +0.0 tie, as in torch.sort
-    bits = s.view(torch.int32).to(torch.int64) & _LOW_MASK
-    negative = bits >= (1 << 31)
-    u = torch.where(negative, _LOW_MASK - bits, bits + (1 << 31))
-    return torch.where(torch.isnan(s), torch.zeros_like(u), u)
-
-
-def encode_keys(scores: torch.Tensor, offset: int) -> torch.Tensor:
-    """One int64 key per score whose descending order is the selection order.
-
-    High 32 bits: the score's order-preserving bits (NaN lowest); low 32 bits: the inverted pool index, so that
-    of two equal scores the lower index has the larger key. Keys are unique, so any correct top-k of them is the
-    same set in the same order on every backend.
-    """
-    index = torch.arange(offset, offset + scores.numel(), device=scores.device, dtype=torch.int64)
-    return (_ordered_bits(scores) - (1 << 31)) * (1 << 32) + (_LOW_MASK - index)
-
-
-def decode_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of :func:`encode_keys`: (float32 scores, int64 pool indices)."""
-    high = torch.div(keys, 1 << 32, rounding_mode="floor")
-    index = _LOW_MASK - (keys - high * (1 << 32))
-    u = high + (1 << 31)
-    bits = torch.where(u >= (1 << 31), u - (1 << 31), _LOW_MASK - u)
-    bits = torch.where(bits >= (1 << 31), bits - (1 << 32), bits)  # to the int32 range before the cast
-    scores = bits.to(torch.int32).view(torch.float32)
-    return scores, index
-
-
 def topk_update_reference(scores: torch.Tensor, state: torch.Tensor, offset: int, k: int) -> torch.Tensor:
     """Merges a block of scores (pool indices ``offset…``) into ``state`` (keys, descending); keeps the best k."""
     merged = torch.cat([state, encode_keys(scores, offset)])
@@ -114,7 +81,7 @@ def topk_update_reference(scores: torch.Tensor, state: torch.Tensor, offset: int
     return merged.topk(keep, sorted=True).values
 
 
-# ---- keyed dropout (csrc/keyed_dropout_math.h) ------------------------------------------------------------------
+# ---- keyed dropout (as csrc/keyed_dropout_math.h) ------------------------------------------------------------------
 # Philox4x32-10 on int64 tensors holding 32-bit words: every product is split so that nothing exceeds 2^50.
 
 _PHILOX_M0, _PHILOX_M1 = 0xD2511F53, 0xCD9E8D57

@@ -27,7 +27,7 @@ from torch import nn
 
 import entropy_al
 from entropy_al.active_learning_strategies import ScoreStreamingStrategy
-from entropy_al.active_learning_strategies._distributed import collective_device, distributed_group, shard_bounds
+from entropy_al.selection import collective_device, distributed_group, shard_bounds
 
 STRATEGIES = {
     "entropy": entropy_al.EntropySamplingDropout,
@@ -321,8 +321,8 @@ def test_distributed_true_needs_a_process_group():
 def test_distributed_key_is_checked():
     with pytest.raises(TypeError, match=r"args\['distributed'\] to be True, False or None, got str 'yes'"):
         _mc("entropy", 5, distributed="yes")
-    assert distributed_group("where", {"distributed": None}) is None
-    assert distributed_group("where", {"distributed": False}) is None
+    assert distributed_group("where", None) is None
+    assert distributed_group("where", False) is None
 
 
 def test_process_group_of_one_selects_alone(tmp_path):
@@ -330,7 +330,7 @@ def test_process_group_of_one_selects_alone(tmp_path):
     dist.init_process_group(None, init_method=(tmp_path / "store").as_uri(), rank=0, world_size=1)
     try:
         assert collective_device("where", dist.group.WORLD) == torch.device("cpu")
-        assert distributed_group("where", {"distributed": True}) is None
+        assert distributed_group("where", True) is None
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", NO_DROPOUT)
             assert _mc("entropy", 23, PassNet(TIES)).select(7) == _single("entropy_ties")["selected"]
@@ -349,9 +349,9 @@ def test_shards_tile_the_pool(world):
 
 @pytest.mark.parametrize("cuda", [True, False])
 def test_nccl_exchanges_on_the_current_cuda_device(monkeypatch, cuda):
-    from entropy_al.active_learning_strategies import _distributed
+    from entropy_al.selection import distributed as selection_distributed
 
-    monkeypatch.setattr(_distributed.dist, "get_backend", lambda group=None: "nccl")
+    monkeypatch.setattr(selection_distributed.dist, "get_backend", lambda group=None: "nccl")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
     if cuda:

@@ -20,7 +20,7 @@ from strategy_fixtures import (
 from torch import nn
 
 import entropy_al
-from entropy_al.active_learning_strategies._model_state import mc_mode, preserved_state
+from entropy_al.mc import mc_mode, preserved_state
 
 STRATEGIES = {
     "entropy": entropy_al.EntropySamplingDropout,

@@ -26,9 +26,7 @@ from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 import entropy_al
-from entropy_al.active_learning_strategies._args import autocast_for
-from entropy_al.active_learning_strategies._batches import tensor_source
-from entropy_al.active_learning_strategies._passes import PassGrouping, _stack_copies, _stackable
+from entropy_al.mc import PassGrouping, autocast_for, stack_copies, stackable, tensor_source
 
 STRATEGIES = {
     "entropy": entropy_al.EntropySamplingDropout,
@@ -156,11 +154,11 @@ def test_stacking_repeats_every_tensor_of_a_mapping_input():
 
 def test_only_batches_of_per_sample_tensors_are_stacked():
     rows, x = 4, torch.zeros(4, 3)
-    assert _stackable(x, rows) and _stackable({"x": x, "flag": True}, rows) and _stackable((x, x), rows)
-    assert not _stackable(torch.zeros(3, 4), rows)  # not one row per sample
-    assert not _stackable({"x": x, "shared": torch.zeros(7)}, rows) and not _stackable({"flag": True}, rows)
-    assert not _stackable((x, 2.0), rows) and not _stackable(torch.tensor(1.0), rows)
-    stacked = _stack_copies({"x": torch.arange(4.0)[:, None], "flag": True}, 3)
+    assert stackable(x, rows) and stackable({"x": x, "flag": True}, rows) and stackable((x, x), rows)
+    assert not stackable(torch.zeros(3, 4), rows)  # not one row per sample
+    assert not stackable({"x": x, "shared": torch.zeros(7)}, rows) and not stackable({"flag": True}, rows)
+    assert not stackable((x, 2.0), rows) and not stackable(torch.tensor(1.0), rows)
+    stacked = stack_copies({"x": torch.arange(4.0)[:, None], "flag": True}, 3)
     assert stacked["flag"] is True and stacked["x"].flatten().tolist() == [0, 1, 2, 3] * 3
 
 
