@@ -1,6 +1,6 @@
 # Fresh-machine entry points: each target creates or reuses its virtualenv, builds the extension and runs.
 #   make demo        the active-learning demo on the bundled digits data
-#   make test        CPU build + the whole test suite
+#   make test        format, lint and import-contract checks, CPU build, the whole test suite
 #   make bench       the benchmarks (tables into the terminal; figures recorded in benchmarks/RESULTS.md)
 #   make cuda-check  full CUDA build against the CUDA torch build (no GPU needed), ptxas report, import, CPU tests
 SHELL := /bin/bash
@@ -13,16 +13,20 @@ CUDA_PY := $(CUDA_VENV)/bin/python
 # torch 2.13.0 is the CPU build on this workplace's local index; 2.14.1 is the CUDA 13.0 build.
 TORCH_CPU ?= torch==2.13.0
 TORCH_CUDA ?= torch==2.14.1
-DEPS := numpy pytest ninja tqdm hypothesis scikit-learn matplotlib
+DEPS := numpy pytest ninja tqdm hypothesis scikit-learn matplotlib scipy ruff import-linter
+# Test-only packages that depend on torch: installed without their dependencies, so that pip never swaps the torch
+# build above for another (batchbald-redux pins a CUDA one).
+NO_DEPS := batchbald-redux toma psutil
 export CUDA_HOME ?= /usr/local/cuda
 CUDA_ARCHS ?= 8.0;9.0+PTX
 CUDA_BUILD := build-cuda
 
-.PHONY: venv build test demo bench cuda-check clean
+.PHONY: venv build lint test demo bench cuda-check clean
 
 $(VENV)/.installed:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_CPU) $(DEPS)
+	$(PY) -m pip install -q --no-deps $(NO_DEPS)
 	touch $@
 
 venv: $(VENV)/.installed
@@ -30,7 +34,13 @@ venv: $(VENV)/.installed
 build: $(VENV)/.installed
 	$(PY) setup.py -q build_ext --inplace
 
-test: build
+# Format, lint and the import contracts of the layers (pyproject.toml, docs/architecture.md).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: lint build
 	$(PY) -c "import entropy_al, sys; b = entropy_al.backend(); print('entropy_al backend:', b); sys.exit(b != 'cpp')"
 	$(PY) -m pytest -q
 
@@ -46,6 +56,7 @@ bench: build
 $(CUDA_VENV)/.installed:
 	$(PYTHON) -m venv $(CUDA_VENV)
 	$(CUDA_PY) -m pip install -q $(TORCH_CUDA) $(DEPS)
+	$(CUDA_PY) -m pip install -q --no-deps $(NO_DEPS)
 	touch $@
 
 # Builds outside the source tree so the CPU build in entropy_al/ stays usable, then tests a staged copy of the

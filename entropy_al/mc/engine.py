@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from .distil_loop import distil_mc_blocks
-from .keyed import UnkeyableDropoutError, keyed_mc_dropout
+from .keyed import KeyedMCDropout, UnkeyableDropoutError, keyed_mc_dropout
 from .model_state import mc_mode
 from .passes import fast_mc_blocks
 from .plan import MCPlan
@@ -68,7 +68,7 @@ def _shifted(plan: MCPlan, start: int) -> MCPlan:
 
 
 @contextlib.contextmanager
-def _keyed(model: nn.Module, plan: MCPlan) -> Iterator[object]:
+def _keyed(model: nn.Module, plan: MCPlan) -> Iterator[KeyedMCDropout | None]:
     if plan.mc_seed is None:
         yield None
         return

@@ -41,6 +41,7 @@ from torch.utils.data import Dataset
 
 from .batches import iter_batches, iter_sampled_batches
 from .items import as_logits, call_model
+from .keyed import KeyedMCDropout
 from .plan import MCPlan, autocast_for
 from .progress import ProgressBar
 from .stacking import PassGrouping, measured_call, nbytes, stack_copies, stackable, uses_batch_statistics

@@ -36,7 +36,7 @@ mpi, ucc, or a ``"cpu:gloo,cuda:nccl"`` group), else (NCCL) on the current CUDA 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
