@@ -10,18 +10,25 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-import pytest
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+import entropy_al
 from entropy_al import reference
+from entropy_al.scores import SCORES
 
-DEVICES = [
-    "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="requires CUDA")),
-]
-SCORES = ("entropy", "bald", "margin", "least_confidence")
+# The MC-dropout strategy of each registered score.
+STRATEGIES: dict[str, type[entropy_al.ScoreStreamingStrategy]] = {
+    cls.mc_score: cls
+    for cls in (
+        entropy_al.EntropySamplingDropout,
+        entropy_al.BALDDropout,
+        entropy_al.MarginSamplingDropout,
+        entropy_al.LeastConfidenceSamplingDropout,
+    )
+}
+assert tuple(STRATEGIES) == SCORES, "every registered score has its strategy"
 NUM_FEATURES = 6
 NUM_CLASSES = 4
 
@@ -206,15 +213,3 @@ def assert_same_tensors(model: nn.Module, snapshot: dict[str, tuple[int, torch.T
     for name, (identity, value) in snapshot.items():
         assert current[name][0] == identity, f"{name} was replaced by another tensor object"
         assert torch.equal(current[name][1], value), f"{name} changed"
-
-
-def keyed_mc_dropout_is_wired() -> bool:
-    """Whether the strategies know ``args['mc_dropout']`` (keyed MC dropout, README: ``'keyed'``): they refuse a bogus
-    value naming the key. Unknown keys pass through silently, so a strategy without the feature accepts it."""
-    from entropy_al import EntropySamplingDropout
-
-    try:
-        EntropySamplingDropout(None, make_pool(1), FeatureNet(), NUM_CLASSES, {"mc_dropout": "not-a-mode"})
-    except (TypeError, ValueError) as exc:
-        return "mc_dropout" in str(exc)
-    return False

@@ -17,6 +17,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from conftest import CUDA
 from strategy_fixtures import (
     NUM_CLASSES,
     NUM_FEATURES,
@@ -34,8 +35,6 @@ from torch.utils.data import TensorDataset
 import entropy_al
 from entropy_al import active_learning_strategies as als
 from entropy_al import reference
-
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="requires CUDA")
 
 EMPTY = torch.empty(0, dtype=torch.int64)
 IDS = torch.arange(4)

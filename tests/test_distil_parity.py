@@ -14,18 +14,9 @@ import copy
 
 import pytest
 import torch
-from strategy_fixtures import NUM_CLASSES, SCORES, FeatureNet, as_items, make_pool, stable_selection
+from strategy_fixtures import NUM_CLASSES, SCORES, STRATEGIES, FeatureNet, as_items, make_pool, stable_selection
 from torch import nn
 from torch.utils.data import DataLoader, Subset
-
-import entropy_al
-
-STRATEGIES = {
-    "entropy": entropy_al.EntropySamplingDropout,
-    "bald": entropy_al.BALDDropout,
-    "margin": entropy_al.MarginSamplingDropout,
-    "least_confidence": entropy_al.LeastConfidenceSamplingDropout,
-}
 
 
 def distil_probabilities(model: nn.Module, dataset, n_drop: int, batch_size: int) -> torch.Tensor:

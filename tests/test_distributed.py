@@ -22,19 +22,12 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-from strategy_fixtures import NUM_CLASSES, FailingNet, make_pool, pool_ids
+from strategy_fixtures import NUM_CLASSES, STRATEGIES, FailingNet, make_pool, pool_ids
 from torch import nn
 
-import entropy_al
 from entropy_al.active_learning_strategies import ScoreStreamingStrategy
 from entropy_al.selection import collective_device, distributed_group, shard_bounds
 
-STRATEGIES = {
-    "entropy": entropy_al.EntropySamplingDropout,
-    "bald": entropy_al.BALDDropout,
-    "margin": entropy_al.MarginSamplingDropout,
-    "least_confidence": entropy_al.LeastConfidenceSamplingDropout,
-}
 # Inside the ranks: a collective waits at most this long for a peer (then raises).
 PG_TIMEOUT_S = 20
 # The test waits at most this long for all ranks of one spawn to exit.

@@ -33,7 +33,6 @@ from strategy_fixtures import (
     FeatureNet,
     ListDataset,
     assert_same_tensors,
-    keyed_mc_dropout_is_wired,
     make_pool,
     module_flags,
     tensor_snapshot,
@@ -45,7 +44,6 @@ import entropy_al
 from entropy_al import reference
 
 PACKAGE = os.path.dirname(os.path.abspath(entropy_al.__file__))
-KEYED = pytest.mark.skipif(not keyed_mc_dropout_is_wired(), reason="args['mc_dropout'] is not wired yet")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -107,7 +105,7 @@ PATHS = {
 
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
-@pytest.mark.parametrize("path", [pytest.param(name, marks=KEYED) if name == "keyed" else name for name in PATHS])
+@pytest.mark.parametrize("path", PATHS)
 def test_interrupted_select_leaves_nothing_behind(path, error):
     args, pool = PATHS[path]
     model = bn_dropout_model()

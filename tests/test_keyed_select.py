@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-from strategy_fixtures import NUM_CLASSES, NUM_FEATURES, FailingNet, FeatureNet, make_pool, module_flags
+from strategy_fixtures import NUM_CLASSES, NUM_FEATURES, STRATEGIES, FailingNet, FeatureNet, make_pool, module_flags
 from torch import nn
 
 import entropy_al
@@ -27,8 +27,6 @@ from entropy_al.active_learning_strategies import ScoreStreamingStrategy
 POOL = 90
 BUDGET = 12
 BASE_ARGS = {"device": "cpu", "n_drop": 4, "batch_size": 8, "mc_dropout": "keyed", "mc_seed": 1234}
-STRATEGIES = [entropy_al.EntropySamplingDropout, entropy_al.BALDDropout, entropy_al.MarginSamplingDropout,
-              entropy_al.LeastConfidenceSamplingDropout]  # fmt: skip
 
 
 def dyadic(t: torch.Tensor) -> torch.Tensor:
@@ -80,7 +78,7 @@ class DistilStyleBALD(ScoreStreamingStrategy):
 # Invariance of the selection
 
 
-@pytest.mark.parametrize("cls", STRATEGIES, ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("cls", list(STRATEGIES.values()), ids=lambda cls: cls.__name__)
 def test_selection_does_not_depend_on_batching_buffering_or_stacking(cls):
     expected = strategy(cls).select(BUDGET)
     variants = [

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DEVICES
 from strategy_fixtures import (
-    DEVICES,
     NUM_CLASSES,
     SCORES,
+    STRATEGIES,
     EmbeddingNet,
     FeatureNet,
     ListDataset,
@@ -31,12 +32,6 @@ import entropy_al
 from entropy_al import active_learning_strategies as als
 from entropy_al import reference
 
-STRATEGIES = {
-    "entropy": entropy_al.EntropySamplingDropout,
-    "bald": entropy_al.BALDDropout,
-    "margin": entropy_al.MarginSamplingDropout,
-    "least_confidence": entropy_al.LeastConfidenceSamplingDropout,
-}
 MODULES = {
     "Strategy": "strategy",
     "ScoreStreamingStrategy": "score_streaming_strategy",

@@ -6,10 +6,11 @@ import warnings
 
 import pytest
 import torch
+from conftest import DEVICES
 from strategy_fixtures import (
-    DEVICES,
     NUM_CLASSES,
     SCORES,
+    STRATEGIES,
     FailingNet,
     FeatureNet,
     assert_same_tensors,
@@ -21,13 +22,6 @@ from torch import nn
 
 import entropy_al
 from entropy_al.mc import mc_mode, preserved_state
-
-STRATEGIES = {
-    "entropy": entropy_al.EntropySamplingDropout,
-    "bald": entropy_al.BALDDropout,
-    "margin": entropy_al.MarginSamplingDropout,
-    "least_confidence": entropy_al.LeastConfidenceSamplingDropout,
-}
 
 
 def bn_dropout_net(device: str) -> nn.Module:

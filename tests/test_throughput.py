@@ -11,10 +11,11 @@ import warnings
 
 import pytest
 import torch
+from conftest import DEVICES
 from strategy_fixtures import (
-    DEVICES,
     NUM_CLASSES,
     NUM_FEATURES,
+    STRATEGIES,
     EmbeddingNet,
     FeatureNet,
     ListDataset,
@@ -25,18 +26,12 @@ from strategy_fixtures import (
 from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
-import entropy_al
 from entropy_al.mc import PassGrouping, autocast_for, stack_copies, stackable, tensor_source
+from entropy_al.scores import SCORE_INFO
 
-STRATEGIES = {
-    "entropy": entropy_al.EntropySamplingDropout,
-    "bald": entropy_al.BALDDropout,
-    "margin": entropy_al.MarginSamplingDropout,
-    "least_confidence": entropy_al.LeastConfidenceSamplingDropout,
-}
 PLAIN = {"mc_memory_budget": 0}  # one pass per forward: the loop every fast path must agree with
 # BALD of a deterministic model is 0 for every sample (all ties): its exact-selection tests would prove nothing.
-DETERMINISTIC_SCORES = ("entropy", "margin", "least_confidence")
+DETERMINISTIC_SCORES = [name for name, info in SCORE_INFO.items() if not info.stochastic_only]
 
 
 def strategy(score, pool, model, device="cpu", **args):

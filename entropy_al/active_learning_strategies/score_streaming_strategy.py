@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from ..mc import ProgressBar, block_rows, dataset_length, mc_logit_blocks
 from ..ops import mc_scores
+from ..scores import SCORE_INFO
 from ..selection import (
     BadRowTracker,
     ShardScorer,
@@ -52,7 +53,7 @@ class ScoreStreamingStrategy(Strategy):
             rank of a DDP job).
     """
 
-    #: Score of the MC-dropout strategies ("entropy", "bald", "margin" or "least_confidence"); ``None`` here.
+    #: Score of the MC-dropout strategies, a name of :data:`entropy_al.scores.SCORES`; ``None`` here.
     mc_score: ClassVar[str | None] = None
 
     def __init__(
@@ -64,9 +65,19 @@ class ScoreStreamingStrategy(Strategy):
         args: Mapping[str, Any] | None = None,
     ):
         super().__init__(labeled_dataset, unlabeled_dataset, net, nclasses, args)
+        minimum = SCORE_INFO[self.mc_score].min_classes if self.mc_score is not None else 1
+        if self.target_classes < minimum:
+            raise ValueError(
+                f"{type(self).__name__}: {self.mc_score} sampling needs nclasses >= {minimum}, got {self.target_classes}"
+            )
         self.stream_buffer_size: int = self.args.get("stream_buffer_size", DEFAULT_STREAM_BUFFER_SIZE)
         if self.mc_score is not None:  # the MC-dropout strategies, as DISTIL's subclasses set it
             self.n_drop: int = self.args.get("n_drop", DEFAULT_N_DROP)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.mc_score is not None and cls.mc_score not in SCORE_INFO:
+            raise TypeError(f"{cls.__name__}.mc_score: {cls.mc_score!r} is not a score of entropy_al.scores.SCORES")
 
     def acquire_scores(self, unlabeled_buffer: Dataset) -> torch.Tensor:
         """Score of every sample of ``unlabeled_buffer`` (higher = selected first): float32 ``[len]`` on the device.
