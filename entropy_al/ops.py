@@ -1,7 +1,8 @@
 """The public ops: MC-dropout scores and the streaming top-k merge, on whichever backend is active.
 
-Every function checks its arguments here, with the same messages the C++ kernels use, so that misuse reads the
-same on every backend, then calls the compiled op (``torch.ops.entropy_al.*``) or the pure-PyTorch fallback.
+Each function converts what the op schemas cannot check by name (non-tensors, numpy and bool "ints", a score that is
+not a string), then calls the compiled op (``torch.ops.entropy_al.*``), which checks its arguments itself, or the
+pure-PyTorch fallback after the same checks, with the same messages, here.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def check_logits(op: str, logits: torch.Tensor) -> None:
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"{op}: expected `logits` to be a torch.Tensor, got {type(logits).__name__}")
+    """The fallback's checks of ``logits`` (the compiled kernels make the same, with the same messages)."""
     if logits.dim() != 3:
         raise ValueError(f"{op}: expected `logits` of shape [K, N, C] (3 dims), got shape {list(logits.shape)}")
     if logits.dtype not in _FLOAT_DTYPES:
@@ -44,20 +44,27 @@ def check_index(op: str, name: str, value: object) -> int:
     return number
 
 
-def _check_topk_state(
-    op: str, state: torch.Tensor, device: torch.device, offset: object, count: int, k: object
-) -> tuple[int, int]:
-    """Checks the top-k arguments; returns ``(offset, k)`` as Python ints."""
-    if not isinstance(state, torch.Tensor) or state.dim() != 1 or state.dtype != torch.int64:
-        got = f"{state.dtype} tensor of shape {list(state.shape)}" if isinstance(state, torch.Tensor) else state
-        raise TypeError(f"{op}: expected `state` to be a 1-D int64 tensor of keys, got {got}")
+def _check_logits_type(op: str, logits: object) -> None:
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"{op}: expected `logits` to be a torch.Tensor, got {type(logits).__name__}")
+
+
+def _check_state_type(op: str, state: object) -> None:
+    if not isinstance(state, torch.Tensor):
+        raise TypeError(f"{op}: expected `state` to be a 1-D int64 tensor of keys, got {state}")
+
+
+def _check_topk_state(op: str, state: torch.Tensor, device: torch.device, offset: int, count: int) -> None:
+    """The fallback's checks of the top-k state (the compiled kernels make the same, with the same messages)."""
+    if state.dim() != 1 or state.dtype != torch.int64:
+        raise TypeError(
+            f"{op}: expected `state` to be a 1-D int64 tensor of keys, got {state.dtype} tensor of shape "
+            f"{list(state.shape)}"
+        )
     if state.device != device:
         raise ValueError(f"{op}: expected `state` on {device} like the scores, got {state.device}")
-    k = check_index(op, "k", k)
-    offset = check_index(op, "offset", offset)
     if offset + count - 1 > MAX_POOL_INDEX:
         raise ValueError(f"{op}: pool indices must be below 2**32, got a block ending at index {offset + count - 1}")
-    return offset, k
 
 
 def mc_scores(logits: torch.Tensor, score: str = "entropy") -> torch.Tensor:
@@ -74,8 +81,12 @@ def mc_scores(logits: torch.Tensor, score: str = "entropy") -> torch.Tensor:
     Returns:
         float32 ``[N]`` on the device of ``logits``.
     """
-    check_logits("mc_scores", logits)
-    check_score("mc_scores", score, logits.shape[2])
+    # What the op's schema cannot tell by name is checked on every backend; the rest by the kernels, or here for the
+    # fallback with the kernels' messages.
+    _check_logits_type("mc_scores", logits)
+    if backend(logits.device) == "torch" or not isinstance(score, str):
+        check_logits("mc_scores", logits)
+        check_score("mc_scores", score, logits.shape[2])
     if backend(logits.device) == "torch":
         return reference.mc_scores_reference(logits, score, compute_dtype=torch.float32)
     return torch.ops.entropy_al.mc_scores.default(logits, score)
@@ -94,11 +105,17 @@ def topk_update(scores: torch.Tensor, state: torch.Tensor, offset: int, k: int) 
     Returns:
         ``[min(k, m + B)]`` int64 keys, descending: score descending, ties to the lower index, NaN last.
     """
-    if not isinstance(scores, torch.Tensor) or scores.dim() != 1 or not scores.is_floating_point():
-        got = f"{scores.dtype} tensor of shape {list(scores.shape)}" if isinstance(scores, torch.Tensor) else scores
-        raise TypeError(f"topk_update: expected `scores` to be a 1-D floating tensor, got {got}")
-    offset, k = _check_topk_state("topk_update", state, scores.device, offset, scores.numel(), k)
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"topk_update: expected `scores` to be a 1-D floating tensor, got {scores}")
+    _check_state_type("topk_update", state)
+    k, offset = check_index("topk_update", "k", k), check_index("topk_update", "offset", offset)
     if backend(scores.device) == "torch":
+        if scores.dim() != 1 or not scores.is_floating_point():
+            raise TypeError(
+                f"topk_update: expected `scores` to be a 1-D floating tensor, got {scores.dtype} tensor of shape "
+                f"{list(scores.shape)}"
+            )
+        _check_topk_state("topk_update", state, scores.device, offset, scores.numel())
         return reference.topk_update_reference(scores, state, offset, k)
     return torch.ops.entropy_al.topk_update.default(scores, state, offset, k)
 
@@ -110,10 +127,14 @@ def mc_topk_update(
 
     Same ``state``, ``offset``, ``k`` and result as :func:`topk_update`; the block's scores never leave the op.
     """
-    check_logits("mc_topk_update", logits)
-    check_score("mc_topk_update", score, logits.shape[2])
-    offset, k = _check_topk_state("mc_topk_update", state, logits.device, offset, logits.shape[1], k)
+    _check_logits_type("mc_topk_update", logits)
+    _check_state_type("mc_topk_update", state)
+    k, offset = check_index("mc_topk_update", "k", k), check_index("mc_topk_update", "offset", offset)
+    if backend(logits.device) == "torch" or not isinstance(score, str):
+        check_logits("mc_topk_update", logits)
+        check_score("mc_topk_update", score, logits.shape[2])
     if backend(logits.device) == "torch":
+        _check_topk_state("mc_topk_update", state, logits.device, offset, logits.shape[1])
         scores = reference.mc_scores_reference(logits, score, compute_dtype=torch.float32)
         return reference.topk_update_reference(scores, state, offset, k)
     return torch.ops.entropy_al.mc_topk_update.default(logits, state, offset, k, score)
