@@ -11,7 +11,7 @@ For every case and pool size N, three things run side by side (interleaved, in r
   dropout on, nothing else (no fetching, no copies to the device, no scoring), two ways: all passes stacked in one
   forward per batch (the batch repeated ``n_drop`` times along dim 0), and one pass per forward. The floor is the
   faster of the two: on a CPU a stacked forward that outgrows the caches is the slower one.
-- baseline: DISTIL's ``select`` as SPEC §1 describes it, written here: per stream buffer of 10 000 samples a
+- baseline: DISTIL's ``select`` as its documented behaviour describes it, written here: per stream buffer of 10 000 samples a
   per-item ``DataLoader(batch_size)``, pass-major (``n_drop`` passes over the buffer, each re-fetching it), the
   whole model in train mode, float32 softmax summed per pass then divided, entropy with ``torch.log``, and a Python
   merge of the 0-d score tensors into the best ``budget`` (a heap: cheaper than DISTIL's AVL tree).
@@ -141,7 +141,7 @@ def floor(model: nn.Module, batches: list[torch.Tensor], n_drop: int, stacked: b
 def distil_style_select(
     model: nn.Module, pool: TensorDataset, budget: int, n_drop: int, batch_size: int, nclasses: int, device: str
 ) -> list[int]:
-    """DISTIL's select() from SPEC §1's facts (see the module docstring)."""
+    """DISTIL's select() from its documented behaviour (see the module docstring)."""
     model.train()  # DISTIL: the whole model, never restored (the caller restores these models' flags)
     best: list[tuple[torch.Tensor, int]] = []  # min-heap of (0-d score tensor, pool index), at most budget long
     for buffer_start in range(0, len(pool), DISTIL_BUFFER):

@@ -1,4 +1,4 @@
-"""Throughput of the MC passes (issue 5): stacked passes, head-only MC, autocast, fast fetching, batch samplers.
+"""Throughput of the MC passes: stacked passes, head-only MC, autocast, fast fetching, batch samplers.
 
 None of these may change a selection: for a deterministic model every path selects exactly what the plain loop
 (one pass per forward, whole model, consecutive batches fetched item by item) selects; for a dropout model the
