@@ -49,20 +49,21 @@ def _check_logits_type(op: str, logits: object) -> None:
         raise TypeError(f"{op}: expected `logits` to be a torch.Tensor, got {type(logits).__name__}")
 
 
-def _check_state_type(op: str, state: object) -> None:
+def _check_state_type(op: str, state: object, device: torch.device) -> None:
     if not isinstance(state, torch.Tensor):
         raise TypeError(f"{op}: expected `state` to be a 1-D int64 tensor of keys, got {state}")
+    # A state on another device than the scores would be dispatched by its device: checked before dispatch.
+    if state.device != device:
+        raise ValueError(f"{op}: expected `state` on {device} like the scores, got {state.device}")
 
 
-def _check_topk_state(op: str, state: torch.Tensor, device: torch.device, offset: int, count: int) -> None:
+def _check_topk_state(op: str, state: torch.Tensor, offset: int, count: int) -> None:
     """The fallback's checks of the top-k state (the compiled kernels make the same, with the same messages)."""
     if state.dim() != 1 or state.dtype != torch.int64:
         raise TypeError(
             f"{op}: expected `state` to be a 1-D int64 tensor of keys, got {state.dtype} tensor of shape "
             f"{list(state.shape)}"
         )
-    if state.device != device:
-        raise ValueError(f"{op}: expected `state` on {device} like the scores, got {state.device}")
     if offset + count - 1 > MAX_POOL_INDEX:
         raise ValueError(f"{op}: pool indices must be below 2**32, got a block ending at index {offset + count - 1}")
 
@@ -107,7 +108,7 @@ def topk_update(scores: torch.Tensor, state: torch.Tensor, offset: int, k: int) 
     """
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"topk_update: expected `scores` to be a 1-D floating tensor, got {scores}")
-    _check_state_type("topk_update", state)
+    _check_state_type("topk_update", state, scores.device)
     k, offset = check_index("topk_update", "k", k), check_index("topk_update", "offset", offset)
     if backend(scores.device) == "torch":
         if scores.dim() != 1 or not scores.is_floating_point():
@@ -115,7 +116,7 @@ def topk_update(scores: torch.Tensor, state: torch.Tensor, offset: int, k: int) 
                 f"topk_update: expected `scores` to be a 1-D floating tensor, got {scores.dtype} tensor of shape "
                 f"{list(scores.shape)}"
             )
-        _check_topk_state("topk_update", state, scores.device, offset, scores.numel())
+        _check_topk_state("topk_update", state, offset, scores.numel())
         return reference.topk_update_reference(scores, state, offset, k)
     return torch.ops.entropy_al.topk_update.default(scores, state, offset, k)
 
@@ -128,13 +129,13 @@ def mc_topk_update(
     Same ``state``, ``offset``, ``k`` and result as :func:`topk_update`; the block's scores never leave the op.
     """
     _check_logits_type("mc_topk_update", logits)
-    _check_state_type("mc_topk_update", state)
+    _check_state_type("mc_topk_update", state, logits.device)
     k, offset = check_index("mc_topk_update", "k", k), check_index("mc_topk_update", "offset", offset)
     if backend(logits.device) == "torch" or not isinstance(score, str):
         check_logits("mc_topk_update", logits)
         check_score("mc_topk_update", score, logits.shape[2])
     if backend(logits.device) == "torch":
-        _check_topk_state("mc_topk_update", state, logits.device, offset, logits.shape[1])
+        _check_topk_state("mc_topk_update", state, offset, logits.shape[1])
         scores = reference.mc_scores_reference(logits, score, compute_dtype=torch.float32)
         return reference.topk_update_reference(scores, state, offset, k)
     return torch.ops.entropy_al.mc_topk_update.default(logits, state, offset, k, score)

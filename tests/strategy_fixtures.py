@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -213,3 +214,35 @@ def assert_same_tensors(model: nn.Module, snapshot: dict[str, tuple[int, torch.T
     for name, (identity, value) in snapshot.items():
         assert current[name][0] == identity, f"{name} was replaced by another tensor object"
         assert torch.equal(current[name][1], value), f"{name} changed"
+
+
+class ReturnsNet(nn.Module):
+    """A dropout model that returns ``make(logits, features)`` instead of its logits, with or without last=True."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.linear = nn.Linear(NUM_FEATURES, NUM_CLASSES)
+        self.dropout = nn.Dropout(0.2)
+        self.make = make
+
+    def forward(self, x, last=False, freeze=False):
+        return self.make(self.dropout(self.linear(x)), x)
+
+
+def mc_strategy(model, cls=entropy_al.EntropySamplingDropout, pool=None, **args):
+    """A strategy over ``pool`` (default: 8 samples of :func:`make_pool`) with 2 passes in batches of 3, on the CPU."""
+    pool = make_pool(8) if pool is None else pool
+    return cls(None, pool, model, NUM_CLASSES, {"device": "cpu", "n_drop": 2, "batch_size": 3, **args})
+
+
+def assert_fails_cleanly(strategy, call, error, match):
+    """``call(strategy)`` raises; the model is left as found and the message names the method."""
+    model = strategy.model
+    flags = module_flags(model) if isinstance(model, nn.Module) else None
+    tensors = tensor_snapshot(model) if isinstance(model, nn.Module) else None
+    with pytest.raises(error, match=match) as info:
+        call(strategy)
+    assert str(info.value).startswith(type(strategy).__name__ + "."), "the message names the method"
+    if flags is not None:
+        assert module_flags(model) == flags
+        assert_same_tensors(model, tensors)
