@@ -34,6 +34,11 @@ NUM_FEATURES = 6
 NUM_CLASSES = 4
 
 
+def strategy(score: str, pool: Any, model: nn.Module, device: Any = "cpu", **args: Any) -> Any:
+    """The MC strategy of ``score`` over ``pool`` on ``device``, with ``args``."""
+    return STRATEGIES[score](None, pool, model, NUM_CLASSES, {"device": device, **args})
+
+
 def make_pool(num_samples: int, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
     """``[N, NUM_FEATURES]`` features with the pool index in column 0 (scaled down so it does not dominate)."""
     generator = torch.Generator().manual_seed(seed)
@@ -64,6 +69,13 @@ class FeatureNet(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         scaled = torch.cat([features[:, :1] / 64.0, features[:, 1:]], dim=1)
         return self.body(scaled) * 2.0
+
+
+def deterministic_net(seed: int = 0) -> nn.Module:
+    """FeatureNet with its dropout module kept (so passes can be stacked) but switched off."""
+    model = FeatureNet(dropout=0.5, seed=seed)
+    model.body[2].p = 0.0
+    return model
 
 
 class EmbeddingNet(nn.Module):
