@@ -9,7 +9,6 @@ and a deadline on joining them, so a hang fails the test instead of blocking it.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import time
 import warnings
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
+from rank_fixtures import spawn_ranks
 from strategy_fixtures import NUM_CLASSES, STRATEGIES, FailingNet, make_pool, pool_ids
 from torch import nn
 
@@ -165,25 +165,7 @@ def _rank_main(rank: int, world: int, init_method: str, out_dir: str, names: lis
 
 def _spawn(world: int, out_dir: Path, names: list[str]) -> list[dict[str, Any]]:
     """Runs ``names`` on a fresh ``world``-rank gloo group; returns each rank's outcomes (killing hung ranks)."""
-    context = multiprocessing.get_context("spawn")
-    init_method = (out_dir / "store").as_uri()
-    processes = [
-        context.Process(target=_rank_main, args=(rank, world, init_method, str(out_dir), names), daemon=True)
-        for rank in range(world)
-    ]
-    for process in processes:
-        process.start()
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-    hung = [rank for rank, process in enumerate(processes) if process.is_alive()]
-    for rank in hung:
-        processes[rank].kill()
-        processes[rank].join()
-    outcomes = []
-    for rank in range(world):
-        path = out_dir / f"rank{rank}.json"
-        outcomes.append(json.loads(path.read_text()) if path.exists() else {})
+    hung, outcomes = spawn_ranks(_rank_main, world, out_dir, (names,), JOIN_TIMEOUT_S)
     assert not hung, f"ranks {hung} of {world} still running after {JOIN_TIMEOUT_S} s; done: {outcomes}"
     return outcomes
 

@@ -9,8 +9,6 @@ weights are compared with a tolerance (a Linear's rounding may change with the b
 from __future__ import annotations
 
 import json
-import multiprocessing
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
+from rank_fixtures import spawn_ranks
 from strategy_fixtures import NUM_CLASSES, NUM_FEATURES, STRATEGIES, FailingNet, FeatureNet, make_pool, module_flags
 from torch import nn
 
@@ -316,25 +315,8 @@ def _rank_main(rank: int, world: int, init_method: str, out_dir: str) -> None:
 
 
 def test_two_gloo_ranks_select_what_one_process_selects(tmp_path):
-    world = 2
-    context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(
-            target=_rank_main, args=(rank, world, (tmp_path / "store").as_uri(), str(tmp_path)), daemon=True
-        )  # fmt: skip
-        for rank in range(world)
-    ]
-    for process in processes:
-        process.start()
-    deadline = time.monotonic() + 60
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-    hung = [rank for rank, process in enumerate(processes) if process.is_alive()]
-    for rank in hung:
-        processes[rank].kill()
-        processes[rank].join()
+    hung, outcomes = spawn_ranks(_rank_main, 2, tmp_path)
     assert not hung, f"ranks {hung} still running"
-    outcomes = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(world)]
     for name in _RANK_CASES:
         expected = _rank_case(name, 0).select(BUDGET)  # this process: no group, rank 0's torch seed
         assert all(outcome[name] == expected for outcome in outcomes), (name, expected, outcomes)
