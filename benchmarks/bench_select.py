@@ -35,13 +35,10 @@ Peak memory, what one call adds on top of the pool and the model (activations, b
 from __future__ import annotations
 
 import argparse
-import ctypes
 import heapq
 import os
-import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,7 +49,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # common.py, and the package built in place
-from common import machine_description, print_table  # noqa: E402
+from common import fmt_mib, machine_description, peak_rss_growth, print_table, timed  # noqa: E402
 
 import entropy_al  # noqa: E402
 
@@ -176,60 +173,6 @@ def our_select(
     return entropy_al.EntropySamplingDropout(None, pool, model, 10, args).select(budget)
 
 
-# ------------------------------------------------------------------------------------------------------------------
-# Measuring
-
-
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as status:
-        return int(re.search(rf"^{key}:\s+(\d+) kB", status.read(), re.M).group(1))
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap memory back to the OS: VmRSS is what is in use
-    except OSError:
-        pass
-    try:
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")  # VmHWM := VmRSS (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
-
-
-def timed(fn: Callable[[], object], device: str) -> tuple[float, float | None]:
-    """(seconds, peak CUDA allocation growth in MiB, or None off CUDA) of one call."""
-    if device == "cuda":
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats()
-        cuda_before = torch.cuda.memory_allocated()
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    seconds = time.perf_counter() - start
-    cuda = (torch.cuda.max_memory_allocated() - cuda_before) / 2**20 if device == "cuda" else None
-    return seconds, cuda
-
-
-def peak_rss_growth(fn: Callable[[], object]) -> float | None:
-    """MiB by which the resident set's peak exceeds its size before ``fn()``; None where Linux cannot tell."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap memory back to the OS: VmRSS is what is in use
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")  # VmHWM := VmRSS (Linux >= 4.0)
-    except OSError:
-        return None
-    before = _status_kib("VmRSS")
-    fn()
-    return (_status_kib("VmHWM") - before) / 1024
-
-
 def check_same_selection(case: Case, model: nn.Module, pool: TensorDataset, device: str) -> None:
     """With dropout off, the baseline and select() see the same logits and must pick the same samples."""
     rates = {module: module.p for module in model.modules() if isinstance(module, nn.Dropout)}
@@ -246,10 +189,6 @@ def check_same_selection(case: Case, model: nn.Module, pool: TensorDataset, devi
             module.p = p
     if sorted(expected) != sorted(with_ours) or sorted(expected) != sorted(keyed):
         raise SystemExit(f"{case.name}: select() and the DISTIL-style baseline disagree with dropout off")
-
-
-def fmt_mib(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
 
 
 class Setup:
