@@ -51,7 +51,7 @@ class Strategy:
               them last with one warning.
             - ``progress`` (bool, default False): a tqdm bar over the samples during MC scoring.
 
-            Throughput of the MC passes (see :mod:`._passes`). ``amp_dtype`` aside, none changes what is computed:
+            Throughput of the MC passes (see :mod:`entropy_al.mc.passes`). ``amp_dtype`` aside, none changes what is computed:
             a deterministic model gets the same selection, a dropout model scores of the same distribution (the
             masks are drawn in another order):
 
