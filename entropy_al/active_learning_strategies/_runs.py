@@ -6,7 +6,6 @@ Each public method resolves its settings once (:func:`prepare_call`), builds at 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from ..mc import MCPlan, autocast_for, call_model, default_memory_budget, iter_batches, resolve_split
+from ..mc import MCPlan, autocast_for, default_memory_budget, eval_forwards, resolve_split
 from ._settings import CallSettings, call_seed, resolve_settings
 from ._validation import check_int
 
@@ -87,17 +86,10 @@ def mc_plan(
 def eval_outputs(
     model: nn.Module, settings: CallSettings, dataset: Dataset, **model_kwargs: Any
 ) -> Iterator[tuple[int, int, Any, Any]]:
-    """``(start, stop, batch, output)`` of deterministic forwards; the caller holds :func:`entropy_al.mc.eval_mode`."""
-    num_samples = len(dataset)
-    batches = iter_batches(
-        dataset, settings.batch_size, max(1, num_samples), settings.device, settings.where, settings.num_workers
+    """:func:`entropy_al.mc.eval_forwards` with a call's settings."""
+    return eval_forwards(
+        model, dataset, settings.batch_size, settings.device, settings.where, settings.num_workers, **model_kwargs
     )
-    # Closed on any exit: a traceback that keeps this frame alive must not keep DataLoader workers running.
-    with contextlib.closing(batches):
-        for start, stop, batch, inputs in batches:
-            with torch.no_grad():
-                output = call_model(model, inputs, **model_kwargs)
-            yield start, stop, batch, output
 
 
 def _check_device_usable(where: str, device: torch.device) -> None:

@@ -4,11 +4,12 @@ Entry point: :func:`mc_logit_blocks` (model, dataset or an index range of it, re
 the model's MC mode and its restoration (:mod:`.model_state`), keyed dropout (:mod:`.keyed`), head-only MC
 (:mod:`.heads`), stacked passes (:mod:`.stacking`), fetching and moving batches (:mod:`.batches`,
 :mod:`.tensor_source`, :mod:`.transfer`), the batch-major loop (:mod:`.passes`) and DISTIL's pass-major one
-(:mod:`.distil_loop`). Deterministic forwards (eval mode) share the fetching: :func:`iter_batches`, :func:`eval_mode`.
+(:mod:`.distil_loop`). Deterministic forwards share the fetching: :func:`eval_forwards` under :func:`eval_mode`.
 Nothing here knows about strategies or selection.
 """
 
 from .batches import iter_batches
+from .deterministic import eval_forwards
 from .engine import mc_logit_blocks
 from .heads import HeadSplit, resolve_split
 from .items import as_logits, batch_labels, call_model, dataset_length
@@ -34,6 +35,7 @@ __all__ = [
     "call_model",
     "dataset_length",
     "default_memory_budget",
+    "eval_forwards",
     "eval_mode",
     "iter_batches",
     "keyed_mc_dropout",
