@@ -296,8 +296,6 @@ def test_distributed_true_needs_a_process_group():
 def test_distributed_key_is_checked():
     with pytest.raises(TypeError, match=r"args\['distributed'\] to be True, False or None, got str 'yes'"):
         _mc("entropy", 5, distributed="yes")
-    assert distributed_group("where", None) is None
-    assert distributed_group("where", False) is None
 
 
 def test_process_group_of_one_selects_alone(tmp_path):
@@ -311,26 +309,3 @@ def test_process_group_of_one_selects_alone(tmp_path):
             assert _mc("entropy", 23, PassNet(TIES)).select(7) == _single("entropy_ties")["selected"]
     finally:
         dist.destroy_process_group()
-
-
-@pytest.mark.parametrize("world", [1, 2, 3, 4, 7, 16])
-def test_shards_tile_the_pool(world):
-    for num_samples in [0, 1, 2, 3, 5, 16, 23, 100]:
-        bounds = [shard_bounds(num_samples, rank, world) for rank in range(world)]
-        assert bounds[0][0] == 0 and bounds[-1][1] == num_samples
-        assert all(stop == start for (_, stop), (start, _) in zip(bounds, bounds[1:], strict=False))
-        assert max(b - a for a, b in bounds) - min(b - a for a, b in bounds) <= 1
-
-
-@pytest.mark.parametrize("cuda", [True, False])
-def test_nccl_exchanges_on_the_current_cuda_device(monkeypatch, cuda):
-    from entropy_al.selection import distributed as selection_distributed
-
-    monkeypatch.setattr(selection_distributed.dist, "get_backend", lambda group=None: "nccl")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
-    if cuda:
-        assert collective_device("where", None) == torch.device("cuda", 1)
-    else:
-        with pytest.raises(RuntimeError, match="takes neither CPU tensors nor CUDA tensors on a visible GPU"):
-            collective_device("where", None)
