@@ -124,12 +124,10 @@ def select_across_ranks(
     """
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     device = collective_device(where, group)
-    k = budget
-    num_samples = pool_size
 
     # 1. Handshake: all ranks agree on the pool size and the budget before the shards are cut and rows sized.
     error = failure
-    mine = [1, 0, 0, 0] if failure is not None else [0, num_samples, k, 0 if seed is None else seed]
+    mine = [1, 0, 0, 0] if failure is not None else [0, pool_size, budget, 0 if seed is None else seed]
     table = _all_gather_rows(torch.tensor(mine, dtype=torch.int64, device=device), group, world).tolist()
     _raise_if_failed(where, group, rank, [row[0] for row in table], error, lambda r: "checking the pool and budget")
     if len({row[1] for row in table}) > 1 or len({row[2] for row in table}) > 1:
@@ -137,12 +135,12 @@ def select_across_ranks(
             f"{where}: every rank must call select() with the same pool and budget; got pool sizes "
             f"{[row[1] for row in table]} and budgets {[row[2] for row in table]} on ranks 0 … {world - 1}"
         )
-    if k == 0 or num_samples == 0:
+    if budget == 0 or pool_size == 0:
         return []
-    k = min(k, num_samples)
+    k = min(budget, pool_size)
 
     # 2. This rank's shard, into its own streaming top-k. 3. Every rank's candidates to every rank.
-    start, stop = shard_bounds(num_samples, rank, world)
+    start, stop = shard_bounds(pool_size, rank, world)
     try:
         keys, summary = score_shard(k, start, stop, None if seed is None else table[0][3], rank == 0)
         row = torch.cat(
@@ -161,7 +159,7 @@ def select_across_ranks(
         row[:_HEADER] = torch.tensor([1, -1, 0, 0], dtype=torch.int64)
     table_t = _all_gather_rows(row, group, world)
     header = table_t[:, :_HEADER].tolist()  # the one host synchronization before the result's
-    _raise_if_failed(where, group, rank, [h[0] for h in header], error, lambda r: _shard_work(num_samples, r, world))
+    _raise_if_failed(where, group, rank, [h[0] for h in header], error, lambda r: _shard_work(pool_size, r, world))
 
     # 4. The same merge on every rank, hence the same result and the same errors.
     first = min((h[1] for h in header if h[1] >= 0), default=-1)
