@@ -34,15 +34,26 @@ from ._args import (
 )
 from ._batches import as_logits, iter_batches
 from ._distil import distil_mc_blocks
+from ._features import captured_layer, without_labels
 from ._heads import resolve_split
-from ._items import batch_labels, call_model, dataset_length
+from ._items import batch_labels, call_model, dataset_length, to_device
 from ._model_state import eval_mode, mc_mode
 from ._passes import MCPlan, block_rows, fast_mc_blocks
 from ._progress import ProgressBar
 
-__all__ = ["Strategy"]
+__all__ = ["Strategy", "dict_to"]
 
 _GRAD_EMBEDDING_TYPES = ("bias", "linear", "bias_linear")
+
+
+def dict_to(dictionary: Any, device: str | torch.device) -> Any:
+    """DISTIL's helper: moves every value of a ``dict`` that has a ``.to`` method to ``device``, in place, and
+    returns the dict; anything that is not a ``dict`` is returned unchanged."""
+    if isinstance(dictionary, dict):
+        for key, value in dictionary.items():
+            if hasattr(value, "to"):
+                dictionary[key] = value.to(device=device)
+    return dictionary
 
 
 class Strategy:
@@ -252,15 +263,20 @@ class Strategy:
         return probs
 
     def _eval_outputs(
-        self, where: str, settings: RunSettings, dataset: Dataset, **model_kwargs: Any
+        self, where: str, settings: RunSettings, dataset: Dataset, drop_labels: bool = False, **model_kwargs: Any
     ) -> Iterator[tuple[int, int, Any, Any]]:
-        """``(start, stop, batch, output)`` of deterministic forwards; the caller holds :func:`eval_mode`."""
+        """``(start, stop, batch, output)`` of deterministic forwards; the caller holds :func:`eval_mode`.
+
+        ``drop_labels``: mapping batches are passed without their ``"labels"`` key (``batch`` keeps it).
+        """
         num_samples = len(dataset)
         num_workers = throughput_settings(where, self.args).num_workers
         batches = iter_batches(dataset, settings.batch_size, max(1, num_samples), settings.device, where, num_workers)
         # Closed on any exit: a traceback that keeps this frame alive must not keep DataLoader workers running.
         with contextlib.closing(batches):
             for start, stop, batch, inputs in batches:
+                if drop_labels:
+                    inputs = without_labels(inputs)
                 with torch.no_grad():
                     output = call_model(self.model, inputs, **model_kwargs)
                 yield start, stop, batch, output
@@ -340,7 +356,10 @@ class Strategy:
             )
         result: torch.Tensor | None = None
         with eval_mode(self.model):
-            outputs = self._eval_outputs(where, settings, dataset, last=True, freeze=True)
+            # As DISTIL: with the dataset's labels as targets, a mapping's "labels" key is not passed to the model.
+            outputs = self._eval_outputs(
+                where, settings, dataset, drop_labels=not predict_labels, last=True, freeze=True
+            )
             for start, stop, batch, output in outputs:
                 logits, features = _logits_and_embedding(output, stop - start, where)
                 logits = as_logits(logits, stop - start, self.target_classes, where)
@@ -357,6 +376,45 @@ class Strategy:
             width = {"bias": 1, "linear": dim, "bias_linear": dim + 1}[grad_embedding_type] * self.target_classes
             return torch.zeros(0, width, device=settings.device)
         return result
+
+    def _last_layer_backprop(
+        self, model_output: torch.Tensor, l1: torch.Tensor, targets: torch.Tensor, grad_embedding_type: str
+    ) -> torch.Tensor:
+        """DISTIL's per-batch helper of :meth:`get_grad_embedding`, kept for subclasses that call it."""
+        return _last_layer_gradients(self.loss, model_output, l1, targets, grad_embedding_type)
+
+    def feature_extraction(self, inp: Any, layer_name: str) -> torch.Tensor:
+        """Output of the top-level submodule ``layer_name`` for one batch ``inp`` (a tensor, or a mapping passed as
+        ``model(**inp)``), ``torch.squeeze``d; in eval mode, without gradients.
+
+        The forward hook is removed and the model's train/eval flags restored on return (DISTIL keeps both).
+        """
+        where, settings = self._settings("feature_extraction")
+        with eval_mode(self.model), captured_layer(self.model, layer_name, where) as capture, torch.no_grad():
+            call_model(self.model, to_device(inp, settings.device))
+            return capture.take()
+
+    def get_feature_embedding(self, dataset: Dataset, unlabeled: bool, layer_name: str = "avgpool") -> torch.Tensor:
+        """:meth:`feature_extraction` of every batch of ``args['batch_size']`` samples, stacked (``torch.vstack``).
+
+        Args:
+            dataset: the samples; tensors, mappings or ``(x, y)`` items.
+            unlabeled: False for a labelled dataset: the ``"labels"`` key of mapping items is not passed to the
+                model (``(x, y)`` items always pass ``x`` alone).
+            layer_name: a top-level submodule of the model (``ValueError`` naming the choices otherwise).
+
+        Returns:
+            ``[N, ...]`` features on the device; an empty dataset gives a ``[0, 0]`` tensor.
+        """
+        where, settings = self._settings("get_feature_embedding")
+        dataset_length(where, "dataset", dataset)
+        features: list[torch.Tensor] = []
+        with eval_mode(self.model), captured_layer(self.model, layer_name, where) as capture:
+            for _, _, _, _ in self._eval_outputs(where, settings, dataset, drop_labels=not unlabeled):
+                features.append(capture.take())
+        if not features:
+            return torch.zeros(0, 0, device=settings.device)
+        return torch.vstack(features)
 
 
 def _logits_and_embedding(output: Any, rows: int, where: str) -> tuple[torch.Tensor, torch.Tensor]:
