@@ -239,6 +239,37 @@ OP_CASES = [
     row(lambda: entropy_al.StreamingTopK(True), ValueError, "StreamingTopK: expected `k` .* got True", "stk-k-bool"),
     row(lambda: entropy_al.StreamingTopK("3"), ValueError, "StreamingTopK: expected `k`", "stk-k-str"),
     row(
+        lambda: entropy_al.StreamingTopK(2**63),
+        ValueError,
+        r"StreamingTopK: expected `k` to be an int >= 0 and below 2\*\*63 .* got 9223372036854775808",
+        "stk-k-2**63",
+    ),
+    row(lambda: entropy_al.StreamingTopK(2**64 + 3), ValueError, r"`k` .* below 2\*\*63", "stk-k-2**64"),
+    row(
+        lambda: entropy_al.StreamingTopK(torch.tensor(True)),
+        ValueError,
+        r"StreamingTopK: expected `k` .* got tensor\(True\)",
+        "stk-k-bool-tensor",
+    ),
+    row(
+        lambda: entropy_al.topk_update(torch.randn(3), EMPTY, 0, 2**63),
+        ValueError,
+        r"topk_update: expected `k` .* below 2\*\*63",
+        "topk-k-2**63",
+    ),
+    row(
+        lambda: entropy_al.mc_topk_update(torch.randn(2, 3, 4), EMPTY, 0, 2**63),
+        ValueError,
+        r"mc_topk_update: expected `k` .* below 2\*\*63",
+        "mc_topk-k-2**63",
+    ),
+    row(
+        lambda: entropy_al.topk_update(torch.randn(3), EMPTY, 2**64, 2),
+        ValueError,
+        r"topk_update: expected `offset` .* below 2\*\*63",
+        "topk-offset-2**64",
+    ),
+    row(
         lambda: entropy_al.StreamingTopK(3, "gpu7"),
         ValueError,
         "StreamingTopK: expected `device` .* got 'gpu7'",
@@ -414,6 +445,18 @@ OP_CASES = [
         "kd-pass-short",
     ),
     row(
+        lambda: entropy_al.keyed_dropout(X, 0.5, 0, IDS, 2**63),
+        ValueError,
+        r"`pass_ids` to be an int64 tensor or an int in \[-2\*\*63, 2\*\*63\), got 9223372036854775808",
+        "kd-pass-beyond-int64",
+    ),
+    row(
+        lambda: entropy_al.keyed_feature_dropout(X.reshape(4, 1, 3), 0.5, 0, IDS, -(2**63) - 1),
+        ValueError,
+        "`pass_ids` .* got -9223372036854775809",
+        "kfd-pass-beyond-int64",
+    ),
+    row(
         lambda: entropy_al.keyed_feature_dropout(torch.ones(4), 0.5, 0, IDS, 0),
         ValueError,
         r"keyed_feature_dropout: expected `x` of shape \[B, C, ...\]",
@@ -455,6 +498,7 @@ def test_ops_reject_bad_arguments_naming_them(call, error, match):
         (lambda keyed: keyed.batch(IDS.int(), 0), TypeError, "`sample_ids` to be a 1-D int64 tensor, got torch.int32"),
         (lambda keyed: keyed.batch([0, 1], 0), TypeError, "`sample_ids` to be a 1-D int64 tensor, got list"),
         (lambda keyed: keyed.batch(IDS, 0.0), TypeError, "`pass_ids` to be an int or a 1-D int64 tensor, got float"),
+        (lambda keyed: keyed.batch(IDS, 2**63), ValueError, "`pass_ids` to be an int in .* got 9223372036854775808"),
         (lambda keyed: keyed.batch(IDS, PASSES.float()), TypeError, "`pass_ids` .* got torch.float32"),
         (lambda keyed: keyed.batch(IDS, 0, first_site=-1), ValueError, "`first_site` to be an int >= 0, got -1"),
     ],
@@ -465,6 +509,19 @@ def test_keyed_mc_batch_rejects_bad_ids_and_restores_the_model(block, error, mat
         with pytest.raises(error, match=match), block(keyed):
             pass
     assert "forward" not in model[1].__dict__
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a process without CUDA")
+def test_streaming_topk_on_cuda_without_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="StreamingTopK: expected `device` to be a device this process can use"):
+        entropy_al.StreamingTopK(3, device="cuda")
+
+
+def test_largest_int64_k_is_accepted_and_selects_everything():
+    topk = entropy_al.StreamingTopK(2**63 - 1)
+    topk.update(torch.tensor([0.5, 2.0, 1.0]), 0)
+    topk.update_logits(torch.zeros(2, 2, 3), 3)
+    assert topk.indices.tolist() == [1, 3, 4, 2, 0]  # uniform logits over 3 classes score log 3 ≈ 1.1
 
 
 def test_numpy_integers_and_floats_are_accepted_like_python_numbers():
@@ -710,6 +767,7 @@ N_DROP_CASES = [
     (True, TypeError, "`n_drop` to be an int, got bool"),
     (None, TypeError, "`n_drop` to be an int, got NoneType"),
     ("3", TypeError, "`n_drop` to be an int, got str"),
+    (torch.tensor(True), TypeError, r"`n_drop` to be an int, got bool tensor\(True\)"),
 ]
 
 
@@ -784,6 +842,8 @@ BUDGET_CASES = [
     (np.float64(2.0), TypeError, "`budget` to be an int, got float64"),
     (torch.tensor(2.0), TypeError, "`budget` to be an int, got Tensor"),
     (np.bool_(True), TypeError, "`budget` to be an int, got bool"),
+    (torch.tensor(True), TypeError, r"`budget` to be an int, got bool tensor\(True\)"),
+    (torch.tensor(False), TypeError, r"`budget` to be an int, got bool tensor\(False\)"),
     ([2], TypeError, "`budget` to be an int, got list"),
     (np.int64(-3), ValueError, "`budget` to be an int >= 0, got -3"),
 ]
