@@ -15,11 +15,11 @@ import warnings
 
 import torch
 
-__all__ = ["EXTENSION_LOADED", "LOAD_ERROR", "backend", "backend_info"]
+__all__ = ["EXTENSION_LOADED", "LOAD_ERROR", "backend", "backend_info", "cpu_capability"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # Every op of csrc/ops.cpp: the library must define them all to be used.
-_OPS = ("mc_scores", "topk_update", "mc_topk_update", "keyed_dropout", "_build_info")
+_OPS = ("mc_scores", "topk_update", "mc_topk_update", "keyed_dropout", "_build_info", "_cpu_capability")
 
 
 def _libraries(folder: str) -> list[str]:
@@ -85,6 +85,18 @@ def _build_info() -> dict[str, str]:
     return dict(fields)
 
 
+def cpu_capability() -> str:
+    """The build of the CPU kernels this process runs: ``"avx2"`` (AVX2 + FMA) or ``"default"`` (any x86-64 or other
+    CPU), chosen from the CPU at run time and lowered by ``ENTROPY_AL_CPU_CAPABILITY=default``; ``""`` without the
+    compiled extension, or the error when that variable holds anything else."""
+    if not EXTENSION_LOADED:
+        return ""
+    try:
+        return torch.ops.entropy_al._cpu_capability()
+    except (RuntimeError, ValueError) as exc:
+        return f"error: {exc}".splitlines()[0]
+
+
 def backend(device: torch.device | str = "cpu") -> str:
     """Which implementation runs the ops for tensors on ``device``: ``"cuda"``, ``"cpp"`` or ``"torch"``."""
     device = torch.device(device)
@@ -106,4 +118,5 @@ def backend_info() -> dict[str, object]:
         "built_with_cuda": build.get("cuda") == "1",
         "cuda_archs": build.get("archs", ""),
         "build_torch": build.get("torch", ""),
+        "cpu_capability": cpu_capability(),
     }
