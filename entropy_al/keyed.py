@@ -77,10 +77,15 @@ def _signed64(seed: int) -> int:
     return seed - (1 << 64) if seed >= (1 << 63) else seed
 
 
-def _full_ids(x: torch.Tensor, ids: torch.Tensor | int) -> torch.Tensor:
-    if _as_int(ids) is not None:
-        return torch.full((x.shape[0],), _as_int(ids), dtype=torch.int64, device=x.device)
-    return ids
+def _full_ids(x: torch.Tensor, ids: torch.Tensor | int, name: str = "pass_ids") -> torch.Tensor:
+    number = _as_int(ids)
+    if number is None:
+        return ids
+    if not -(1 << 63) <= number < (1 << 63):
+        raise ValueError(
+            f"keyed_dropout: expected `{name}` to be an int64 tensor or an int in [-2**63, 2**63), got {ids}"
+        )
+    return torch.full((x.shape[0],), number, dtype=torch.int64, device=x.device)
 
 
 def keyed_dropout(

@@ -19,6 +19,7 @@ from .scores import check_score
 __all__ = ["mc_scores", "topk_update", "mc_topk_update", "check_index", "check_logits", "check_score"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+INT64_MAX = (1 << 63) - 1
 
 
 def check_logits(op: str, logits: torch.Tensor) -> None:
@@ -33,14 +34,24 @@ def check_logits(op: str, logits: torch.Tensor) -> None:
         raise ValueError(f"{op}: expected `logits` with C = size(2) >= 1 classes, got C = {logits.shape[2]}")
 
 
+def is_bool(value: object) -> bool:
+    """A Python, numpy or 0-d tensor bool: all have ``__index__``, and all are almost surely a mistake for a count."""
+    if isinstance(value, torch.Tensor):
+        return value.dtype == torch.bool
+    return isinstance(value, bool) or type(value).__name__ == "bool_"
+
+
 def check_index(op: str, name: str, value: object) -> int:
-    """``value`` as a Python int ``>= 0``: Python and numpy integers (anything with ``__index__``), not bools."""
+    """``value`` as a Python int in ``[0, 2**63)`` (the kernels' int64): Python and numpy integers (anything with
+    ``__index__``), not bools."""
     try:
-        number = None if isinstance(value, bool) else operator.index(value)
+        number = None if is_bool(value) else operator.index(value)
     except TypeError:
         number = None
     if number is None or number < 0:
         raise ValueError(f"{op}: expected `{name}` to be an int >= 0, got {value!r}")
+    if number > INT64_MAX:
+        raise ValueError(f"{op}: expected `{name}` to be an int >= 0 and below 2**63 (an int64), got {value!r}")
     return number
 
 

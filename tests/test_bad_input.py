@@ -177,6 +177,7 @@ N_DROP_CASES = [
     (True, TypeError, "`n_drop` to be an int, got bool"),
     (None, TypeError, "`n_drop` to be an int, got NoneType"),
     ("3", TypeError, "`n_drop` to be an int, got str"),
+    (torch.tensor(True), TypeError, r"`n_drop` to be an int, got bool tensor\(True\)"),
 ]
 
 

@@ -142,6 +142,18 @@ OP_CASES = [
         "kd-pass-short",
     ),
     error_case(
+        lambda: entropy_al.keyed_dropout(X, 0.5, 0, IDS, 2**63),
+        ValueError,
+        r"`pass_ids` to be an int64 tensor or an int in \[-2\*\*63, 2\*\*63\), got 9223372036854775808",
+        "kd-pass-beyond-int64",
+    ),
+    error_case(
+        lambda: entropy_al.keyed_feature_dropout(X.reshape(4, 1, 3), 0.5, 0, IDS, -(2**63) - 1),
+        ValueError,
+        "`pass_ids` .* got -9223372036854775809",
+        "kfd-pass-beyond-int64",
+    ),
+    error_case(
         lambda: entropy_al.keyed_feature_dropout(torch.ones(4), 0.5, 0, IDS, 0),
         ValueError,
         r"keyed_feature_dropout: expected `x` of shape \[B, C, ...\]",
@@ -187,6 +199,7 @@ def test_ops_reject_bad_arguments_naming_them(call, error, match):
         (lambda keyed: keyed.batch(IDS.int(), 0), TypeError, "`sample_ids` to be a 1-D int64 tensor, got torch.int32"),
         (lambda keyed: keyed.batch([0, 1], 0), TypeError, "`sample_ids` to be a 1-D int64 tensor, got list"),
         (lambda keyed: keyed.batch(IDS, 0.0), TypeError, "`pass_ids` to be an int or a 1-D int64 tensor, got float"),
+        (lambda keyed: keyed.batch(IDS, 2**63), ValueError, "`pass_ids` to be an int in .* got 9223372036854775808"),
         (lambda keyed: keyed.batch(IDS, PASSES.float()), TypeError, "`pass_ids` .* got torch.float32"),
         (lambda keyed: keyed.batch(IDS, 0, first_site=-1), ValueError, "`first_site` to be an int >= 0, got -1"),
     ],

@@ -36,6 +36,8 @@ BUDGET_CASES = [
     (np.float64(2.0), TypeError, "`budget` to be an int, got float64"),
     (torch.tensor(2.0), TypeError, "`budget` to be an int, got Tensor"),
     (np.bool_(True), TypeError, "`budget` to be an int, got bool"),
+    (torch.tensor(True), TypeError, r"`budget` to be an int, got bool tensor\(True\)"),
+    (torch.tensor(False), TypeError, r"`budget` to be an int, got bool tensor\(False\)"),
     ([2], TypeError, "`budget` to be an int, got list"),
     (np.int64(-3), ValueError, "`budget` to be an int >= 0, got -3"),
 ]

@@ -122,6 +122,37 @@ OP_CASES = [
     ),
     error_case(lambda: entropy_al.StreamingTopK("3"), ValueError, "StreamingTopK: expected `k`", "stk-k-str"),
     error_case(
+        lambda: entropy_al.StreamingTopK(2**63),
+        ValueError,
+        r"StreamingTopK: expected `k` to be an int >= 0 and below 2\*\*63 .* got 9223372036854775808",
+        "stk-k-2**63",
+    ),
+    error_case(lambda: entropy_al.StreamingTopK(2**64 + 3), ValueError, r"`k` .* below 2\*\*63", "stk-k-2**64"),
+    error_case(
+        lambda: entropy_al.StreamingTopK(torch.tensor(True)),
+        ValueError,
+        r"StreamingTopK: expected `k` .* got tensor\(True\)",
+        "stk-k-bool-tensor",
+    ),
+    error_case(
+        lambda: entropy_al.topk_update(torch.randn(3), EMPTY, 0, 2**63),
+        ValueError,
+        r"topk_update: expected `k` .* below 2\*\*63",
+        "topk-k-2**63",
+    ),
+    error_case(
+        lambda: entropy_al.mc_topk_update(torch.randn(2, 3, 4), EMPTY, 0, 2**63),
+        ValueError,
+        r"mc_topk_update: expected `k` .* below 2\*\*63",
+        "mc_topk-k-2**63",
+    ),
+    error_case(
+        lambda: entropy_al.topk_update(torch.randn(3), EMPTY, 2**64, 2),
+        ValueError,
+        r"topk_update: expected `offset` .* below 2\*\*63",
+        "topk-offset-2**64",
+    ),
+    error_case(
         lambda: entropy_al.StreamingTopK(3, "gpu7"),
         ValueError,
         "StreamingTopK: expected `device` .* got 'gpu7'",
@@ -176,6 +207,19 @@ OP_CASES = [
 def test_ops_reject_bad_arguments_naming_them(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a process without CUDA")
+def test_streaming_topk_on_cuda_without_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="StreamingTopK: expected `device` to be a device this process can use"):
+        entropy_al.StreamingTopK(3, device="cuda")
+
+
+def test_largest_int64_k_is_accepted_and_selects_everything():
+    topk = entropy_al.StreamingTopK(2**63 - 1)
+    topk.update(torch.tensor([0.5, 2.0, 1.0]), 0)
+    topk.update_logits(torch.zeros(2, 2, 3), 3)
+    assert topk.indices.tolist() == [1, 3, 4, 2, 0]  # uniform logits over 3 classes score log 3 ≈ 1.1
 
 
 def test_numpy_integers_and_floats_are_accepted_like_python_numbers():

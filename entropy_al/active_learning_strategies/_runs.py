@@ -84,11 +84,19 @@ def mc_plan(
 
 
 def eval_outputs(
-    model: nn.Module, settings: CallSettings, dataset: Dataset, **model_kwargs: Any
+    model: nn.Module, settings: CallSettings, dataset: Dataset, drop_labels: bool = False, **model_kwargs: Any
 ) -> Iterator[tuple[int, int, Any, Any]]:
-    """:func:`entropy_al.mc.eval_forwards` with a call's settings."""
+    """:func:`entropy_al.mc.eval_forwards` with a call's settings (``drop_labels``: mapping batches are passed
+    without their ``"labels"`` key)."""
     return eval_forwards(
-        model, dataset, settings.batch_size, settings.device, settings.where, settings.num_workers, **model_kwargs
+        model,
+        dataset,
+        settings.batch_size,
+        settings.device,
+        settings.where,
+        settings.num_workers,
+        drop_labels=drop_labels,
+        **model_kwargs,
     )
 
 

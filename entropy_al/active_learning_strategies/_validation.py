@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..ops import is_bool
+
 __all__ = [
     "AMP_DTYPES",
     "DEFAULT_BATCH_SIZE",
@@ -49,8 +51,8 @@ def check_int(where: str, name: str, value: Any, minimum: int) -> int:
     Accepts anything with ``__index__`` (Python and numpy integers, integer 0-d tensors); rejects bools, floats
     (even integral ones) and strings with a ``TypeError``, and values below ``minimum`` with a ``ValueError``.
     """
-    # bool is an int subclass and numpy's bool_ has __index__ in old numpy: both are almost surely a mistake here.
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    # bool is an int subclass, and numpy's bool_ and bool tensors have __index__: all almost surely a mistake here.
+    if is_bool(value):
         raise TypeError(f"{where}: expected {name} to be an int, got bool {value!r}")
     try:
         number = operator.index(value)

@@ -10,7 +10,7 @@ still works: its buffer scores are merged by the same streaming top-k.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -33,7 +33,22 @@ from ._settings import CallSettings, call_seed
 from ._validation import DEFAULT_N_DROP, DEFAULT_STREAM_BUFFER_SIZE, check_budget, check_int, distributed_flag
 from .strategy import Strategy
 
-__all__ = ["ScoreStreamingStrategy"]
+__all__ = ["ScoreStreamingStrategy", "merge"]
+
+
+def merge(list_1: Sequence[Any], list_2: Sequence[Any], key: Callable[[Any], Any], merged_list_size_cap: int) -> list:
+    """DISTIL's helper: merges two lists sorted by ``key`` descending into one list of at most
+    ``merged_list_size_cap`` items, sorted the same way; on equal keys ``list_1``'s item comes first."""
+    merged: list = []
+    i = j = 0
+    while len(merged) < merged_list_size_cap and (i < len(list_1) or j < len(list_2)):
+        if j == len(list_2) or (i < len(list_1) and key(list_1[i]) >= key(list_2[j])):
+            merged.append(list_1[i])
+            i += 1
+        else:
+            merged.append(list_2[j])
+            j += 1
+    return merged
 
 
 class ScoreStreamingStrategy(Strategy):

@@ -16,13 +16,24 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..mc import as_logits, batch_labels, block_rows, dataset_length, eval_mode, mc_logit_blocks
+from ..mc import as_logits, batch_labels, block_rows, call_model, dataset_length, eval_mode, mc_logit_blocks, to_device
 from ._embeddings import GRAD_EMBEDDING_TYPES, embedding_dim, last_layer_gradients, logits_and_embedding
+from ._features import captured_layer
 from ._runs import eval_outputs, mc_plan, prepare_call
 from ._settings import CallSettings
 from ._validation import DEFAULT_BATCH_SIZE, check_args, check_int, default_device, default_loss
 
-__all__ = ["Strategy"]
+__all__ = ["Strategy", "dict_to"]
+
+
+def dict_to(dictionary: Any, device: str | torch.device) -> Any:
+    """DISTIL's helper: moves every value of a ``dict`` that has a ``.to`` method to ``device``, in place, and
+    returns the dict; anything that is not a ``dict`` is returned unchanged."""
+    if isinstance(dictionary, dict):
+        for key, value in dictionary.items():
+            if hasattr(value, "to"):
+                dictionary[key] = value.to(device=device)
+    return dictionary
 
 
 class Strategy:
@@ -236,7 +247,10 @@ class Strategy:
             )
         result: torch.Tensor | None = None
         with eval_mode(self.model):
-            outputs = eval_outputs(self.model, settings, dataset, last=True, freeze=True)
+            # As DISTIL: with the dataset's labels as targets, a mapping's "labels" key is not passed to the model.
+            outputs = eval_outputs(
+                self.model, settings, dataset, drop_labels=not predict_labels, last=True, freeze=True
+            )
             for start, stop, batch, output in outputs:
                 logits, features = logits_and_embedding(output, stop - start, where)
                 logits = as_logits(logits, stop - start, self.target_classes, where)
@@ -253,3 +267,46 @@ class Strategy:
             width = {"bias": 1, "linear": dim, "bias_linear": dim + 1}[grad_embedding_type] * self.target_classes
             return torch.zeros(0, width, device=settings.device)
         return result
+
+    def _last_layer_backprop(
+        self, model_output: torch.Tensor, l1: torch.Tensor, targets: torch.Tensor, grad_embedding_type: str
+    ) -> torch.Tensor:
+        """DISTIL's per-batch helper of :meth:`get_grad_embedding`, kept for subclasses that call it."""
+        return last_layer_gradients(self.loss, model_output, l1, targets, grad_embedding_type)
+
+    def feature_extraction(self, inp: Any, layer_name: str) -> torch.Tensor:
+        """Output of the top-level submodule ``layer_name`` for one batch ``inp`` (a tensor, or a mapping passed as
+        ``model(**inp)``), ``torch.squeeze``d; in eval mode, without gradients.
+
+        The forward hook is removed and the model's train/eval flags restored on return (DISTIL keeps both).
+        """
+        settings = self._prepare("feature_extraction")
+        with (
+            eval_mode(self.model),
+            captured_layer(self.model, layer_name, settings.where) as capture,
+            torch.no_grad(),
+        ):
+            call_model(self.model, to_device(inp, settings.device))
+            return capture.take()
+
+    def get_feature_embedding(self, dataset: Dataset, unlabeled: bool, layer_name: str = "avgpool") -> torch.Tensor:
+        """:meth:`feature_extraction` of every batch of ``args['batch_size']`` samples, stacked (``torch.vstack``).
+
+        Args:
+            dataset: the samples; tensors, mappings or ``(x, y)`` items.
+            unlabeled: False for a labelled dataset: the ``"labels"`` key of mapping items is not passed to the
+                model (``(x, y)`` items always pass ``x`` alone).
+            layer_name: a top-level submodule of the model (``ValueError`` naming the choices otherwise).
+
+        Returns:
+            ``[N, ...]`` features on the device; an empty dataset gives a ``[0, 0]`` tensor.
+        """
+        settings = self._prepare("get_feature_embedding")
+        dataset_length(settings.where, "dataset", dataset)
+        features: list[torch.Tensor] = []
+        with eval_mode(self.model), captured_layer(self.model, layer_name, settings.where) as capture:
+            for _ in eval_outputs(self.model, settings, dataset, drop_labels=not unlabeled):
+                features.append(capture.take())
+        if not features:
+            return torch.zeros(0, 0, device=settings.device)
+        return torch.vstack(features)

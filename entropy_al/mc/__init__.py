@@ -12,7 +12,7 @@ from .batches import iter_batches
 from .deterministic import eval_forwards
 from .engine import mc_logit_blocks
 from .heads import HeadSplit, resolve_split
-from .items import as_logits, batch_labels, call_model, dataset_length
+from .items import as_logits, batch_labels, call_model, dataset_length, to_device, without_labels
 from .keyed import KeyedMCDropout, UnkeyableDropoutError, keyed_mc_dropout
 from .model_state import eval_mode, mc_mode, preserved_state
 from .passes import block_rows
@@ -46,5 +46,7 @@ __all__ = [
     "stack_copies",
     "stackable",
     "tensor_source",
+    "to_device",
     "uses_batch_statistics",
+    "without_labels",
 ]

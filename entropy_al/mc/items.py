@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["as_logits", "batch_labels", "call_model", "dataset_length", "model_input", "to_device"]
+__all__ = ["as_logits", "batch_labels", "call_model", "dataset_length", "model_input", "to_device", "without_labels"]
 
 
 def to_device(value: Any, device: torch.device) -> Any:
@@ -98,3 +98,10 @@ def as_logits(output: Any, rows: int, nclasses: int, where: str) -> torch.Tensor
     if output.shape[0] != rows:
         raise ValueError(f"{where}: the model returned {output.shape[0]} rows of logits for a batch of {rows} samples")
     return output
+
+
+def without_labels(inputs: Any) -> Any:
+    """A mapping batch without its ``"labels"`` key (a new dict; the batch is untouched); other inputs as given."""
+    if isinstance(inputs, Mapping):
+        return {key: value for key, value in inputs.items() if key != "labels"}
+    return inputs

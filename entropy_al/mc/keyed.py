@@ -152,6 +152,10 @@ class KeyedMCDropout:
             )
             raise TypeError(f"keyed_mc_dropout.batch: expected `sample_ids` to be a 1-D int64 tensor, got {got}")
         if isinstance(pass_ids, int) and not isinstance(pass_ids, bool):
+            if not -(1 << 63) <= pass_ids < (1 << 63):
+                raise ValueError(
+                    f"keyed_mc_dropout.batch: expected `pass_ids` to be an int in [-2**63, 2**63), got {pass_ids}"
+                )
             pass_ids = torch.full_like(sample_ids, pass_ids)
         elif not isinstance(pass_ids, torch.Tensor) or pass_ids.dtype != torch.int64 or pass_ids.dim() != 1:
             got = (

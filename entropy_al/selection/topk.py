@@ -34,6 +34,15 @@ class StreamingTopK:
             raise ValueError(
                 f"StreamingTopK: expected `device` to be a torch device such as 'cpu' or 'cuda', got {device!r}"
             ) from exc
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"StreamingTopK: expected `device` to be a device this process can use, got {device!r}, but "
+                + (
+                    "this torch was built without CUDA"
+                    if not torch.backends.cuda.is_built()
+                    else "no CUDA device is visible"
+                )
+            )
         self.state = torch.empty(0, dtype=torch.int64, device=self.device)
         self.seen = 0
 
