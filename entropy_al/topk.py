@@ -20,13 +20,31 @@ class StreamingTopK:
     than ``k`` numbers were seen). The result equals ``torch.sort(all_scores, descending=True, stable=True)``
     (NaN mapped below ``-inf``) truncated to ``k``, whatever the blocks and their order.
 
+    With ``acquisition`` ``"power"`` or ``"softmax"`` the kept samples are instead a sample without replacement
+    (each next pick ∝ s^coldness or ∝ exp(coldness · s)) in the sampling order, the same for a given
+    ``acquisition_seed`` whatever the blocks; ``values`` are then the perturbed scores (see ``ops.topk_update``).
+
     Args:
         k: how many samples to keep (``>= 0``).
         device: where the state lives; scores and logits passed in must be on it.
+        acquisition: ``"top"`` (default), ``"power"`` or ``"softmax"``.
+        coldness: β, a finite float > 0.
+        acquisition_seed: any int in ``[-2**63, 2**64)``.
     """
 
-    def __init__(self, k: int, device: torch.device | str | None = None):
+    def __init__(
+        self,
+        k: int,
+        device: torch.device | str | None = None,
+        acquisition: str = "top",
+        coldness: float = 1.0,
+        acquisition_seed: int = 0,
+    ):
         self.k = ops.check_index("StreamingTopK", "k", k)
+        self.acquisition = acquisition
+        self.coldness, self.acquisition_seed = ops.check_acquisition(
+            "StreamingTopK", acquisition, coldness, acquisition_seed
+        )
         try:
             self.device = torch.device(device if device is not None else "cpu")
         except (RuntimeError, TypeError, ValueError) as exc:
@@ -38,13 +56,17 @@ class StreamingTopK:
 
     def update(self, scores: torch.Tensor, offset: int) -> None:
         """Merges ``scores`` (``[B]``) of the pool samples ``offset … offset + B − 1``."""
-        self.state = ops.topk_update(scores, self.state, offset, self.k)
+        self.state = ops.topk_update(scores, self.state, offset, self.k, *self._acquisition_args)
         self.seen += scores.numel()
 
     def update_logits(self, logits: torch.Tensor, offset: int, score: str = "entropy") -> None:
         """Scores a ``[K, B, C]`` logit block with ``score`` and merges it, in one fused op."""
-        self.state = ops.mc_topk_update(logits, self.state, offset, self.k, score)
+        self.state = ops.mc_topk_update(logits, self.state, offset, self.k, score, *self._acquisition_args)
         self.seen += logits.shape[1]
+
+    @property
+    def _acquisition_args(self) -> tuple[str, float, int]:
+        return self.acquisition, self.coldness, self.acquisition_seed
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(float32 scores, int64 pool indices) of the best ``min(k, seen)`` samples, best first."""

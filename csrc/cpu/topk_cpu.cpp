@@ -14,7 +14,16 @@
 namespace entropy_al {
 namespace {
 
-at::Tensor merge_block(const float* scores, int64_t count, const at::Tensor& state_in, int64_t offset, int64_t k) {
+at::Tensor merge_block(const float* scores, int64_t count, const at::Tensor& state_in, int64_t offset, int64_t k,
+                       const AcquisitionParams& acquisition) {
+  // Stochastic acquisition ranks perturbed scores: computed for the whole block first (a vectorized loop), then
+  // encoded below like any score.
+  std::vector<float> perturbed;
+  if (acquisition.kind != Acquisition::kTop && k > 0 && count > 0) {
+    perturbed.resize(count);
+    perturb_scores_cpu(scores, count, offset, acquisition, perturbed.data());
+    scores = perturbed.data();
+  }
   const at::Tensor state = state_in.contiguous();
   const int64_t kept = state.numel();
   const int64_t* state_keys = state.const_data_ptr<int64_t>();
@@ -49,22 +58,27 @@ at::Tensor merge_block(const float* scores, int64_t count, const at::Tensor& sta
   return out;
 }
 
-at::Tensor topk_update_cpu(const at::Tensor& scores, const at::Tensor& state, int64_t offset, int64_t k) {
+at::Tensor topk_update_cpu(const at::Tensor& scores, const at::Tensor& state, int64_t offset, int64_t k,
+                           c10::string_view acquisition, double coldness, int64_t acquisition_seed) {
   TORCH_CHECK_TYPE(scores.dim() == 1 && scores.is_floating_point(),
                    "topk_update: expected `scores` to be a 1-D floating tensor, got ", dtype_name(scores.scalar_type()),
                    " tensor of shape ", scores.sizes());
   check_topk_state("topk_update", state, scores.device(), offset, scores.numel(), k);
+  const AcquisitionParams params = parse_acquisition("topk_update", acquisition, coldness, acquisition_seed);
   const at::Tensor block = scores.to(at::kFloat).contiguous();
-  return merge_block(block.const_data_ptr<float>(), block.numel(), state, offset, k);
+  return merge_block(block.const_data_ptr<float>(), block.numel(), state, offset, k, params);
 }
 
 at::Tensor mc_topk_update_cpu(const at::Tensor& logits, const at::Tensor& state, int64_t offset, int64_t k,
-                              c10::string_view score) {
+                              c10::string_view score, c10::string_view acquisition, double coldness,
+                              int64_t acquisition_seed) {
   check_logits("mc_topk_update", logits);
   parse_score("mc_topk_update", score, logits.size(2));
   check_topk_state("mc_topk_update", state, logits.device(), offset, logits.size(1), k);
+  const AcquisitionParams params =
+      parse_acquisition("mc_topk_update", acquisition, coldness, acquisition_seed, score);
   const at::Tensor block = mc_scores_cpu(logits, score);
-  return merge_block(block.const_data_ptr<float>(), block.numel(), state, offset, k);
+  return merge_block(block.const_data_ptr<float>(), block.numel(), state, offset, k, params);
 }
 
 }  // namespace
