@@ -28,15 +28,20 @@ void perturb_range(const float* scores, int64_t begin, int64_t end, int64_t firs
   }
 }
 
+void perturb_scores_range(const float* scores, int64_t begin, int64_t end, int64_t first_index,
+                          const AcquisitionParams& params, float* out) {
+  TORCH_INTERNAL_ASSERT(params.kind != Acquisition::kTop, "perturb_scores_range: 'top' scores are not perturbed");
+  if (params.kind == Acquisition::kPower) {
+    perturb_range<Acquisition::kPower>(scores, begin, end, first_index, params, out);
+  } else {
+    perturb_range<Acquisition::kSoftmax>(scores, begin, end, first_index, params, out);
+  }
+}
+
 void perturb_scores_cpu(const float* scores, int64_t count, int64_t first_index, const AcquisitionParams& params,
                         float* out) {
-  TORCH_INTERNAL_ASSERT(params.kind != Acquisition::kTop, "perturb_scores_cpu: 'top' scores are not perturbed");
   at::parallel_for(0, count, kPerturbGrain, [&](int64_t begin, int64_t end) {
-    if (params.kind == Acquisition::kPower) {
-      perturb_range<Acquisition::kPower>(scores, begin, end, first_index, params, out);
-    } else {
-      perturb_range<Acquisition::kSoftmax>(scores, begin, end, first_index, params, out);
-    }
+    perturb_scores_range(scores, begin, end, first_index, params, out);
   });
 }
 

@@ -14,16 +14,9 @@
 namespace entropy_al {
 namespace {
 
-at::Tensor merge_block(const float* scores, int64_t count, const at::Tensor& state_in, int64_t offset, int64_t k,
-                       const AcquisitionParams& acquisition) {
-  // Stochastic acquisition ranks perturbed scores: computed for the whole block first (a vectorized loop), then
-  // encoded below like any score.
-  std::vector<float> perturbed;
-  if (acquisition.kind != Acquisition::kTop && k > 0 && count > 0) {
-    perturbed.resize(count);
-    perturb_scores_cpu(scores, count, offset, acquisition, perturbed.data());
-    scores = perturbed.data();
-  }
+// Merges the keys of scores[0..count) (pool indices offset..) into `state`. Stochastic acquisition passes the
+// perturbed scores (see acquisition_math.h): they are encoded like any score.
+at::Tensor merge_block(const float* scores, int64_t count, const at::Tensor& state_in, int64_t offset, int64_t k) {
   const at::Tensor state = state_in.contiguous();
   const int64_t kept = state.numel();
   const int64_t* state_keys = state.const_data_ptr<int64_t>();
@@ -66,7 +59,12 @@ at::Tensor topk_update_cpu(const at::Tensor& scores, const at::Tensor& state, in
   check_topk_state("topk_update", state, scores.device(), offset, scores.numel(), k);
   const AcquisitionParams params = parse_acquisition("topk_update", acquisition, coldness, acquisition_seed);
   const at::Tensor block = scores.to(at::kFloat).contiguous();
-  return merge_block(block.const_data_ptr<float>(), block.numel(), state, offset, k, params);
+  if (params.kind == Acquisition::kTop || k == 0) {
+    return merge_block(block.const_data_ptr<float>(), block.numel(), state, offset, k);
+  }
+  std::vector<float> perturbed(block.numel());
+  perturb_scores_cpu(block.const_data_ptr<float>(), block.numel(), offset, params, perturbed.data());
+  return merge_block(perturbed.data(), block.numel(), state, offset, k);
 }
 
 at::Tensor mc_topk_update_cpu(const at::Tensor& logits, const at::Tensor& state, int64_t offset, int64_t k,
@@ -77,8 +75,14 @@ at::Tensor mc_topk_update_cpu(const at::Tensor& logits, const at::Tensor& state,
   check_topk_state("mc_topk_update", state, logits.device(), offset, logits.size(1), k);
   const AcquisitionParams params =
       parse_acquisition("mc_topk_update", acquisition, coldness, acquisition_seed, score);
-  const at::Tensor block = mc_scores_cpu(logits, score);
-  return merge_block(block.const_data_ptr<float>(), block.numel(), state, offset, k, params);
+  if (params.kind == Acquisition::kTop || k == 0) {
+    const at::Tensor block = mc_scores_cpu(logits, score);
+    return merge_block(block.const_data_ptr<float>(), block.numel(), state, offset, k);
+  }
+  // The scoring tasks perturb their own samples' scores (no second parallel region).
+  std::vector<float> perturbed(logits.size(1));
+  mc_scores_cpu_perturbed(logits, score, {params, offset, perturbed.data()});
+  return merge_block(perturbed.data(), logits.size(1), state, offset, k);
 }
 
 }  // namespace
