@@ -1,7 +1,10 @@
 """Stochastic acquisition: the cost of power / softmax sampling over the top-k, and a baal-style PowerBALD on the
 same scores.
 
-    python benchmarks/bench_acquisition.py           # CPU: N = 200k, K = 10, C = 10, BALD, blocks of 10k
+    python benchmarks/bench_acquisition.py              # CPU: N = 200k, K = 10, C = 10, BALD, blocks of 10k
+    python benchmarks/bench_acquisition.py --threads 1  # one thread: steadier on a shared machine
+
+Times are the best of --rounds interleaved rounds (each round runs every variant once); CPU time with one thread.
 
 Table 1, the fused score + top-k stream (StreamingTopK.update_logits over the blocks): time with acquisition
 "top", "power" and "softmax" and the overhead over "top". Table 2, the sampling alone on a precomputed [N] score
@@ -16,15 +19,32 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import numpy as np
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
-from common import machine_description, median_seconds, print_table  # noqa: E402
+from common import machine_description, print_table  # noqa: E402
 
 import entropy_al  # noqa: E402
+
+
+def interleaved_min_seconds(fns: dict, rounds: int) -> dict:
+    """Best time of each function over `rounds` rounds that call every function once in turn: variants compared
+    under the same machine load (a shared machine's load drifts within seconds). With one thread the time is the
+    process's CPU time, which other processes on the machine barely change; else wall time."""
+    clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+    for fn in fns.values():
+        fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = clock()
+            fn()
+            best[name] = min(best[name], clock() - start)
+    return best
 
 
 def blocks_of(n: int, block: int):
@@ -87,8 +107,11 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--block", type=int, default=10_000)
     parser.add_argument("--budgets", default="10,1000,10000")
-    parser.add_argument("--min-run-time", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     logits = torch.randn(args.passes, args.n, args.classes) * 3
@@ -99,8 +122,9 @@ def main() -> None:
     )
     rows = []
     for k in budgets:
-        times = {a: median_seconds(lambda a=a: fused(logits, args.block, k, a), args.min_run_time) for a in
-                 ("top", "power", "softmax")}  # fmt: skip
+        times = interleaved_min_seconds(
+            {a: (lambda a=a: fused(logits, args.block, k, a)) for a in ("top", "power", "softmax")}, args.rounds
+        )
         rows.append(
             [str(k)]
             + [f"{times[a] * 1e3:.1f}" for a in ("top", "power", "softmax")]
@@ -113,10 +137,16 @@ def main() -> None:
     np_scores = scores.numpy()
     rows = []
     for k in budgets:
-        t_ours = median_seconds(lambda: ours_on_scores(scores, args.block, k), args.min_run_time)
-        t_baal = median_seconds(lambda: baal_style_power_sampling(np_scores, k), args.min_run_time)
-        t_fused = median_seconds(lambda: fused(logits, args.block, k, "power"), args.min_run_time)
-        t_baal_all = median_seconds(lambda: baal_style_end_to_end(logits, k), args.min_run_time)
+        times = interleaved_min_seconds(
+            {
+                "ours": lambda: ours_on_scores(scores, args.block, k),
+                "baal": lambda: baal_style_power_sampling(np_scores, k),
+                "fused": lambda: fused(logits, args.block, k, "power"),
+                "baal_all": lambda: baal_style_end_to_end(logits, k),
+            },
+            args.rounds,
+        )
+        t_ours, t_baal, t_fused, t_baal_all = times["ours"], times["baal"], times["fused"], times["baal_all"]
         rows.append(
             [
                 str(k),

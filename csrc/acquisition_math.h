@@ -133,25 +133,32 @@ ENTROPY_AL_HOST_DEVICE double open_uniform(uint32_t hi, uint32_t lo) {
   return (high + low) * 1.1102230246251565e-16;  // * 2^-53
 }
 
-// The standard Gumbel noise G_i of pool index i under the key (key0, key1).
-ENTROPY_AL_HOST_DEVICE double gumbel_noise(uint64_t index, uint32_t key0, uint32_t key1) {
-  const uint64_t pair = index >> 1;
-  const PhiloxWords words = philox4x32_10(static_cast<uint32_t>(pair), static_cast<uint32_t>(pair >> 32),
-                                          kAcquisitionCounterTag0, kAcquisitionCounterTag1, key0, key1);
-  const bool odd = (index & 1u) != 0;
-  const double u = open_uniform(odd ? words.w[2] : words.w[0], odd ? words.w[3] : words.w[1]);
-  return -deterministic_log(-deterministic_log(u));
+// The Philox words of the pool indices 2 pair and 2 pair + 1 (words 0, 1 and 2, 3).
+ENTROPY_AL_HOST_DEVICE PhiloxWords acquisition_words(uint64_t pair, uint32_t key0, uint32_t key1) {
+  return philox4x32_10(static_cast<uint32_t>(pair), static_cast<uint32_t>(pair >> 32), kAcquisitionCounterTag0,
+                       kAcquisitionCounterTag1, key0, key1);
 }
 
-// The float32 score whose key ranks sample `index` under `params` (kind != kTop: callers keep "top" scores as
-// they are). NaN stays NaN (ranked last). power: s <= 0 (0 and BALD's rounding negatives) is -inf, below every
-// positive score; +inf stays +inf. softmax: beta * s + G.
-ENTROPY_AL_HOST_DEVICE float perturbed_score(float score, uint64_t index, const AcquisitionParams& params) {
+// -log(-log u) of the uniform of two words.
+ENTROPY_AL_HOST_DEVICE double gumbel_of_words(uint32_t hi, uint32_t lo) {
+  return -deterministic_log(-deterministic_log(open_uniform(hi, lo)));
+}
+
+// The standard Gumbel noise G_i of pool index i under the key (key0, key1).
+ENTROPY_AL_HOST_DEVICE double gumbel_noise(uint64_t index, uint32_t key0, uint32_t key1) {
+  const PhiloxWords words = acquisition_words(index >> 1, key0, key1);
+  const bool odd = (index & 1u) != 0;
+  return gumbel_of_words(odd ? words.w[2] : words.w[0], odd ? words.w[3] : words.w[1]);
+}
+
+// The float32 score that ranks a sample of Gumbel noise `noise` under `params` (kind != kTop: callers keep "top"
+// scores as they are). NaN stays NaN (ranked last). power: beta * log s + G; s <= 0 (0 and BALD's rounding
+// negatives) is -inf, below every positive score; +inf stays +inf. softmax: beta * s + G.
+ENTROPY_AL_HOST_DEVICE float perturb_with_noise(float score, double noise, const AcquisitionParams& params) {
   uint32_t bits;
   std::memcpy(&bits, &score, sizeof(bits));
   const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
   const double s = float_to_double(score);
-  const double noise = gumbel_noise(index, params.key0, params.key1);
   double key_score;
   if (params.kind == Acquisition::kPower) {
     const bool positive_finite = s > 0.0 && s < static_cast<double>(kInf);
@@ -162,6 +169,11 @@ ENTROPY_AL_HOST_DEVICE float perturbed_score(float score, uint64_t index, const 
     key_score = add_rn(mul_rn(params.coldness, s), noise);
   }
   return nan ? score : double_to_float(key_score);
+}
+
+// The perturbed score of sample `index` (see perturb_with_noise).
+ENTROPY_AL_HOST_DEVICE float perturbed_score(float score, uint64_t index, const AcquisitionParams& params) {
+  return perturb_with_noise(score, gumbel_noise(index, params.key0, params.key1), params);
 }
 
 // The top-k key of sample `index` under `params`: encode_key of the score itself for kTop.
