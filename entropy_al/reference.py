@@ -224,7 +224,7 @@ _ACQUISITION_COUNTER_TAGS = (0x61637175, 0x69726521)
 _SQRT_HALF_BITS = 0x3FE6A09E667F3BCD
 _MANTISSA_MASK = (1 << 52) - 1
 _LN2 = 0.6931471805599453
-_ATANH_SERIES = tuple(1.0 / n for n in range(17, 1, -2))  # 1/17 ... 1/3, after the leading 1/19
+_ATANH_SERIES = tuple(1.0 / n for n in range(11, 1, -2))  # 1/11 ... 1/3, after the leading 1/13
 
 
 def deterministic_log(x: torch.Tensor) -> torch.Tensor:
@@ -236,7 +236,7 @@ def deterministic_log(x: torch.Tensor) -> torch.Tensor:
     f = m - 1.0
     t = f / (f + 2.0)
     t2 = t * t
-    p = torch.full_like(t, 1.0 / 19)
+    p = torch.full_like(t, 1.0 / 13)
     for coefficient in _ATANH_SERIES:
         p = p * t2 + coefficient
     log_m = (t + (t * t2) * p) * 2.0
