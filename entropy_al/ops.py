@@ -83,11 +83,8 @@ def check_acquisition(
     """Checks the acquisition arguments; returns ``(coldness, seed)`` as a Python float and a signed 64-bit int."""
     if not isinstance(acquisition, str) or acquisition not in reference.ACQUISITIONS:
         raise ValueError(f"{op}: expected `acquisition` to be one of 'top', 'power', 'softmax', got {acquisition!r}")
-    if (
-        isinstance(coldness, bool)
-        or not isinstance(coldness, numbers.Real)
-        or not (math.isfinite(coldness) and coldness > 0)
-    ):
+    # A chained comparison, not math.isfinite, which torch.compile cannot trace (NaN fails both comparisons).
+    if isinstance(coldness, bool) or not isinstance(coldness, numbers.Real) or not 0 < coldness < math.inf:
         raise ValueError(f"{op}: expected `coldness` to be a finite float > 0, got {coldness!r}")
     if isinstance(seed, (bool, torch.Tensor)) or not isinstance(seed, numbers.Integral):
         seed = None

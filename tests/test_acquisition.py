@@ -238,3 +238,14 @@ def test_cuda_keys_equal_cpu_keys(acquisition):
     scores = ops.mc_scores(logits, "entropy")
     noise_args = (scores, EMPTY, args[0], 5000, acquisition, 1.5, -77)
     assert torch.equal(ops.topk_update(*noise_args), ops.topk_update(scores.cuda(), *noise_args[1:]).cpu())
+
+
+@COMPILED
+def test_torch_compile_fullgraph_equals_eager():
+    def select(logits, state):
+        return entropy_al.mc_topk_update(logits, state, 0, 5, "bald", "power", 2.0, 2**64 - 9)
+
+    compiled = torch.compile(select, fullgraph=True, dynamic=True, backend="aot_eager")
+    for n in (33, 70):
+        logits = torch.randn(4, n, 6)
+        assert torch.equal(compiled(logits, EMPTY), select(logits, EMPTY))
