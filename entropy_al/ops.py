@@ -7,6 +7,8 @@ pure-PyTorch fallback after the same checks, with the same messages, here.
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
 
 import torch
@@ -16,7 +18,16 @@ from ._extension import EXTENSION_LOADED, backend
 from .keys import MAX_POOL_INDEX
 from .scores import check_score
 
-__all__ = ["mc_scores", "topk_update", "mc_topk_update", "check_index", "check_logits", "check_score"]
+__all__ = [
+    "mc_scores",
+    "topk_update",
+    "mc_topk_update",
+    "check_index",
+    "check_logits",
+    "check_score",
+    "check_acquisition",
+    "acquisition_numbers",
+]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 INT64_MAX = (1 << 63) - 1
@@ -79,6 +90,31 @@ def _check_topk_state(op: str, state: torch.Tensor, offset: int, count: int) -> 
         raise ValueError(f"{op}: pool indices must be below 2**32, got a block ending at index {offset + count - 1}")
 
 
+def acquisition_numbers(op: str, coldness: float, seed: int) -> tuple[float, int]:
+    """``(coldness, seed)`` as the schema's float and signed 64-bit int: what the schema cannot check itself."""
+    if isinstance(coldness, bool) or not isinstance(coldness, numbers.Real):
+        raise ValueError(f"{op}: expected `coldness` to be a finite float > 0, got {coldness!r}")
+    if isinstance(seed, (bool, torch.Tensor)) or not isinstance(seed, numbers.Integral):
+        seed = None
+    if seed is None or not -(1 << 63) <= int(seed) < (1 << 64):
+        raise ValueError(f"{op}: expected `acquisition_seed` to be an int in [-2**63, 2**64), got {seed!r}")
+    seed = int(seed)
+    return float(coldness), seed - (1 << 64) if seed >= (1 << 63) else seed
+
+
+def check_acquisition(op: str, acquisition: str, coldness: float, score: str | None = None) -> None:
+    """The fallback's checks of the acquisition arguments (the compiled kernels make the same, same messages)."""
+    if not isinstance(acquisition, str) or acquisition not in reference.ACQUISITIONS:
+        raise ValueError(f"{op}: expected `acquisition` to be one of 'top', 'power', 'softmax', got {acquisition!r}")
+    # A chained comparison, not math.isfinite, which torch.compile cannot trace (NaN fails both comparisons).
+    if not 0 < coldness < math.inf:
+        raise ValueError(f"{op}: expected `coldness` to be a finite float > 0, got {coldness!r}")
+    if acquisition == "power" and score in ("margin", "least_confidence"):
+        raise ValueError(
+            f"{op}: acquisition 'power' needs scores >= 0, but score '{score}' is <= 0; use acquisition 'softmax'"
+        )
+
+
 def mc_scores(logits: torch.Tensor, score: str = "entropy") -> torch.Tensor:
     """Scores each sample of an MC-dropout logit stack.
 
@@ -104,7 +140,15 @@ def mc_scores(logits: torch.Tensor, score: str = "entropy") -> torch.Tensor:
     return torch.ops.entropy_al.mc_scores.default(logits, score)
 
 
-def topk_update(scores: torch.Tensor, state: torch.Tensor, offset: int, k: int) -> torch.Tensor:
+def topk_update(
+    scores: torch.Tensor,
+    state: torch.Tensor,
+    offset: int,
+    k: int,
+    acquisition: str = "top",
+    coldness: float = 1.0,
+    acquisition_seed: int = 0,
+) -> torch.Tensor:
     """Merges a block of scores into a running top-k and returns the new state.
 
     Args:
@@ -113,14 +157,22 @@ def topk_update(scores: torch.Tensor, state: torch.Tensor, offset: int, k: int) 
             ``scores``; start from an empty tensor.
         offset: pool index of ``scores[0]``.
         k: how many of the best samples to keep.
+        acquisition: ``"top"`` ranks the scores. ``"power"`` ranks ``coldness · log s + G`` (s ≤ 0 below every
+            positive score) and ``"softmax"`` ``coldness · s + G``, G standard Gumbel noise keyed on
+            (``acquisition_seed``, pool index): the kept keys are then a sample without replacement in which each
+            next pick has probability ∝ s^coldness or ∝ exp(coldness · s), whatever the blocks.
+        coldness: β, a finite float > 0.
+        acquisition_seed: any int in ``[-2**63, 2**64)``; only its 64 bits matter.
 
     Returns:
-        ``[min(k, m + B)]`` int64 keys, descending: score descending, ties to the lower index, NaN last.
+        ``[min(k, m + B)]`` int64 keys, descending: (perturbed) score descending, ties to the lower index, NaN
+        last.
     """
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"topk_update: expected `scores` to be a 1-D floating tensor, got {scores}")
     _check_state_type("topk_update", state, scores.device)
     k, offset = check_index("topk_update", "k", k), check_index("topk_update", "offset", offset)
+    coldness, seed = acquisition_numbers("topk_update", coldness, acquisition_seed)
     if backend(scores.device) == "torch":
         if scores.dim() != 1 or not scores.is_floating_point():
             raise TypeError(
@@ -128,28 +180,39 @@ def topk_update(scores: torch.Tensor, state: torch.Tensor, offset: int, k: int) 
                 f"{list(scores.shape)}"
             )
         _check_topk_state("topk_update", state, offset, scores.numel())
-        return reference.topk_update_reference(scores, state, offset, k)
-    return torch.ops.entropy_al.topk_update.default(scores, state, offset, k)
+        check_acquisition("topk_update", acquisition, coldness)
+        return reference.topk_update_reference(scores, state, offset, k, acquisition, coldness, seed)
+    return torch.ops.entropy_al.topk_update.default(scores, state, offset, k, acquisition, coldness, seed)
 
 
 def mc_topk_update(
-    logits: torch.Tensor, state: torch.Tensor, offset: int, k: int, score: str = "entropy"
+    logits: torch.Tensor,
+    state: torch.Tensor,
+    offset: int,
+    k: int,
+    score: str = "entropy",
+    acquisition: str = "top",
+    coldness: float = 1.0,
+    acquisition_seed: int = 0,
 ) -> torch.Tensor:
     """Scores a ``[K, B, C]`` logit block (as :func:`mc_scores`) and merges it into a running top-k in one call.
 
-    Same ``state``, ``offset``, ``k`` and result as :func:`topk_update`; the block's scores never leave the op.
+    Same ``state``, ``offset``, ``k``, acquisition arguments and result as :func:`topk_update`; the block's scores
+    never leave the op. ``"power"`` needs scores >= 0: not margin or least_confidence (use ``"softmax"``).
     """
     _check_logits_type("mc_topk_update", logits)
     _check_state_type("mc_topk_update", state, logits.device)
     k, offset = check_index("mc_topk_update", "k", k), check_index("mc_topk_update", "offset", offset)
+    coldness, seed = acquisition_numbers("mc_topk_update", coldness, acquisition_seed)
     if backend(logits.device) == "torch" or not isinstance(score, str):
         check_logits("mc_topk_update", logits)
         check_score("mc_topk_update", score, logits.shape[2])
     if backend(logits.device) == "torch":
         _check_topk_state("mc_topk_update", state, offset, logits.shape[1])
+        check_acquisition("mc_topk_update", acquisition, coldness, score)
         scores = reference.mc_scores_reference(logits, score, compute_dtype=torch.float32)
-        return reference.topk_update_reference(scores, state, offset, k)
-    return torch.ops.entropy_al.mc_topk_update.default(logits, state, offset, k, score)
+        return reference.topk_update_reference(scores, state, offset, k, acquisition, coldness, seed)
+    return torch.ops.entropy_al.mc_topk_update.default(logits, state, offset, k, score, acquisition, coldness, seed)
 
 
 if EXTENSION_LOADED:
@@ -163,9 +226,9 @@ if EXTENSION_LOADED:
         return torch.sym_min(k, state.shape[0] + count)
 
     @torch.library.register_fake("entropy_al::topk_update")
-    def _topk_update_fake(scores, state, offset, k):
+    def _topk_update_fake(scores, state, offset, k, acquisition="top", coldness=1.0, acquisition_seed=0):
         return state.new_empty(_merged_size(state, scores.shape[0], k))
 
     @torch.library.register_fake("entropy_al::mc_topk_update")
-    def _mc_topk_update_fake(logits, state, offset, k, score):
+    def _mc_topk_update_fake(logits, state, offset, k, score, acquisition="top", coldness=1.0, acquisition_seed=0):
         return state.new_empty(_merged_size(state, logits.shape[1], k))

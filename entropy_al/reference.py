@@ -24,6 +24,10 @@ __all__ = [
     "MAX_POOL_INDEX",
     "philox4x32_10_reference",
     "keyed_dropout_reference",
+    "ACQUISITIONS",
+    "deterministic_log",
+    "acquisition_noise_reference",
+    "perturb_scores_reference",
 ]
 
 # Elements of one chunk of the [K, n, C] stack: bounds the temporaries of the reference to a few tens of MB.
@@ -74,9 +78,19 @@ def mc_scores_reference(
     return out
 
 
-def topk_update_reference(scores: torch.Tensor, state: torch.Tensor, offset: int, k: int) -> torch.Tensor:
-    """Merges a block of scores (pool indices ``offset…``) into ``state`` (keys, descending); keeps the best k."""
-    merged = torch.cat([state, encode_keys(scores, offset)])
+def topk_update_reference(
+    scores: torch.Tensor,
+    state: torch.Tensor,
+    offset: int,
+    k: int,
+    acquisition: str = "top",
+    coldness: float = 1.0,
+    acquisition_seed: int = 0,
+) -> torch.Tensor:
+    """Merges a block of scores (pool indices ``offset…``) into ``state`` (keys, descending); keeps the best k
+    of the scores, perturbed by :func:`perturb_scores_reference` unless ``acquisition`` is ``"top"``."""
+    ranked = perturb_scores_reference(scores, offset, acquisition, coldness, acquisition_seed)
+    merged = torch.cat([state, encode_keys(ranked, offset)])
     keep = min(k, merged.numel())
     return merged.topk(keep, sorted=True).values
 
@@ -166,3 +180,67 @@ def keyed_dropout_reference(
     if not pieces:  # no elements
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
     return torch.cat(pieces, dim=1).reshape(x.shape)
+
+
+# ---- stochastic acquisition (csrc/acquisition_math.h) -----------------------------------------------------------
+# float64 torch ops, each rounded once like the kernels' add_rn/mul_rn/div_rn, in the same order: the same bits.
+
+ACQUISITIONS = ("top", "power", "softmax")
+_ACQUISITION_KEY_TAG = 0x53544F43
+_ACQUISITION_COUNTER_TAGS = (0x61637175, 0x69726521)
+_SQRT_HALF_BITS = 0x3FE6A09E667F3BCD
+_MANTISSA_MASK = (1 << 52) - 1
+_LN2 = 0.6931471805599453
+_ATANH_SERIES = tuple(1.0 / n for n in range(11, 1, -2))  # 1/11 ... 1/3, after the leading 1/13
+
+
+def deterministic_log(x: torch.Tensor) -> torch.Tensor:
+    """Natural log of normal finite float64 ``x > 0``, bit for bit as ``deterministic_log`` in the kernels."""
+    # bits - bits(sqrt(1/2)) + 0x3ff * 2^52 stays positive for x >= 2^-1021: no overflow, a plain shift.
+    shifted = x.view(torch.int64) + ((0x3FF << 52) - _SQRT_HALF_BITS)
+    exponent = (shifted >> 52) - 0x3FF
+    m = ((shifted & _MANTISSA_MASK) + _SQRT_HALF_BITS).view(torch.float64)
+    f = m - 1.0
+    t = f / (f + 2.0)
+    t2 = t * t
+    p = torch.full_like(t, 1.0 / 13)
+    for coefficient in _ATANH_SERIES:
+        p = p * t2 + coefficient
+    log_m = (t + (t * t2) * p) * 2.0
+    return exponent.to(torch.float64) * _LN2 + log_m
+
+
+def acquisition_noise_reference(indices: torch.Tensor, seed: int) -> torch.Tensor:
+    """float64 Gumbel noise ``-log(-log u)`` of int64 pool indices ``>= 0`` under ``seed`` (any int; its 64 bits):
+    ``u = (2m + 1) 2^-53`` with m 52 bits of the Philox4x32-10 words of counter ``(i // 2 low, i // 2 high, tags)``
+    under key ``(seed low, seed high ^ tag)``; words 0, 1 for even i, 2, 3 for odd i."""
+    seed &= (1 << 64) - 1
+    pair = indices >> 1
+    tag0, tag1 = (torch.full_like(pair, tag) for tag in _ACQUISITION_COUNTER_TAGS)
+    key0, key1 = seed & _LOW_MASK, ((seed >> 32) & _LOW_MASK) ^ _ACQUISITION_KEY_TAG
+    w0, w1, w2, w3 = philox4x32_10_reference(pair & _LOW_MASK, pair >> 32, tag0, tag1, key0, key1)
+    odd = (indices & 1) == 1
+    hi, lo = torch.where(odd, w2, w0), torch.where(odd, w3, w1)
+    u = (((hi & 0xFFFFF) << 33) | (lo << 1) | 1).to(torch.float64) * 2.0**-53
+    return -deterministic_log(-deterministic_log(u))
+
+
+def perturb_scores_reference(
+    scores: torch.Tensor, offset: int, acquisition: str, coldness: float, seed: int
+) -> torch.Tensor:
+    """The float32 scores the top-k ranks: the scores themselves for ``"top"``; ``coldness * log s + G`` for
+    ``"power"`` (s <= 0 → -inf, +inf stays), ``coldness * s + G`` for ``"softmax"``; NaN stays NaN."""
+    scores = scores.to(torch.float32)
+    if acquisition == "top":
+        return scores
+    s = scores.to(torch.float64)
+    index = torch.arange(offset, offset + s.numel(), dtype=torch.int64, device=s.device)
+    noise = acquisition_noise_reference(index, seed)
+    if acquisition == "power":
+        positive_finite = (s > 0) & (s < math.inf)
+        log_s = deterministic_log(torch.where(positive_finite, s, torch.ones_like(s)))
+        outside = torch.where(s > 0, s, torch.full_like(s, -math.inf))
+        key_score = torch.where(positive_finite, coldness * log_s + noise, outside)
+    else:
+        key_score = coldness * s + noise
+    return torch.where(torch.isnan(scores), scores, key_score.to(torch.float32))

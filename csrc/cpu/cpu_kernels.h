@@ -12,6 +12,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/string_view.h>
 
+#include "mc_scores_cpu.h"
+
 #ifdef ENTROPY_AL_CPU_AVX2
 #define ENTROPY_AL_CPU_CAPABILITY cpu_avx2
 #if defined(__clang__)
@@ -33,6 +35,8 @@ namespace entropy_al {
 #define ENTROPY_AL_DECLARE_CPU_KERNELS(capability)                                                       \
   namespace capability {                                                                                 \
   at::Tensor mc_scores_cpu(const at::Tensor& logits, c10::string_view score);                            \
+  at::Tensor mc_scores_cpu_perturbed(const at::Tensor& logits, c10::string_view score,                   \
+                                     const PerturbedScores& perturbed);                                  \
   at::Tensor keyed_dropout_cpu(const at::Tensor& x, double p, int64_t seed, const at::Tensor& sample_ids, \
                                const at::Tensor& pass_ids);                                              \
   }

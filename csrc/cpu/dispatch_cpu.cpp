@@ -55,11 +55,19 @@ at::Tensor mc_scores_cpu(const at::Tensor& logits, c10::string_view score) {
   return cpu_default::mc_scores_cpu(logits, score);
 }
 
+at::Tensor mc_scores_cpu_perturbed(const at::Tensor& logits, c10::string_view score, const PerturbedScores& perturbed) {
+  if (cpu_capability() == CpuCapability::kAvx2) return cpu_avx2::mc_scores_cpu_perturbed(logits, score, perturbed);
+  return cpu_default::mc_scores_cpu_perturbed(logits, score, perturbed);
+}
+
 #ifndef ENTROPY_AL_HAVE_AVX2_KERNELS
 // Never called (cpu_has_avx2_fma() is false); defined so that the dispatch above links without the AVX2 build.
 namespace cpu_avx2 {
 at::Tensor mc_scores_cpu(const at::Tensor& logits, c10::string_view score) {
   return cpu_default::mc_scores_cpu(logits, score);
+}
+at::Tensor mc_scores_cpu_perturbed(const at::Tensor& logits, c10::string_view score, const PerturbedScores& perturbed) {
+  return cpu_default::mc_scores_cpu_perturbed(logits, score, perturbed);
 }
 at::Tensor keyed_dropout_cpu(const at::Tensor& x, double p, int64_t seed, const at::Tensor& sample_ids,
                              const at::Tensor& pass_ids) {

@@ -166,10 +166,18 @@ void small_classes_tile(const scalar_t* logits, int64_t K, int64_t C, int64_t st
   }
 }
 
+// The perturbed scores of samples begin..end - 1, when the fused top-k asked for them.
+inline void perturb_if_wanted(const float* out, int64_t begin, int64_t end, const PerturbedScores& perturbed) {
+  if (perturbed.out != nullptr && begin < end) {
+    perturb_scores_range(out, begin, end, perturbed.first_index, perturbed.params, perturbed.out);
+  }
+}
+
 template <typename scalar_t>
 void mc_scores_kernel(const scalar_t* logits,  // [K, N, C] with the strides below
                       int64_t K, int64_t N, int64_t C, int64_t stride_k, int64_t stride_n, int64_t stride_c,
-                      Score score, float* out) {  // [N]
+                      Score score, float* out,  // [N]
+                      const PerturbedScores& perturbed) {
   const int64_t grain = std::max<int64_t>(1, kGrainElements / (K * C));
   if (C <= kSmallClasses) {
     const int64_t tiles = (N + kLanes - 1) / kLanes;
@@ -179,6 +187,7 @@ void mc_scores_kernel(const scalar_t* logits,  // [K, N, C] with the strides bel
         small_classes_tile(logits, K, C, stride_k, stride_n, stride_c, score, first,
                            std::min(kLanes, N - first), out);
       }
+      perturb_if_wanted(out, begin * kLanes, std::min(end * kLanes, N), perturbed);
     });
     return;
   }
@@ -205,6 +214,7 @@ void mc_scores_kernel(const scalar_t* logits,  // [K, N, C] with the strides bel
       const MeanProbStats stats = bad ? MeanProbStats{} : mean_prob_stats(p_mean.data(), padded, score);
       out[n] = finalize_score(score, stats, sum_row_entropy * inv_passes, bad);
     }
+    perturb_if_wanted(out, begin, end, perturbed);
   });
 }
 
@@ -212,6 +222,11 @@ void mc_scores_kernel(const scalar_t* logits,  // [K, N, C] with the strides bel
 
 at::Tensor mc_scores_cpu(const at::Tensor& logits, c10::string_view score_name) {
   check_logits("mc_scores", logits);
+  return mc_scores_cpu_perturbed(logits, score_name, {});
+}
+
+at::Tensor mc_scores_cpu_perturbed(const at::Tensor& logits, c10::string_view score_name,
+                                   const PerturbedScores& perturbed) {
   const Score score = parse_score("mc_scores", score_name, logits.size(2));
   const int64_t K = logits.size(0), N = logits.size(1), C = logits.size(2);
   at::Tensor out = at::empty({N}, logits.options().dtype(at::kFloat));
@@ -219,7 +234,7 @@ at::Tensor mc_scores_cpu(const at::Tensor& logits, c10::string_view score_name) 
   const at::Tensor input = shift_float64_rows(logits);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "mc_scores_cpu", [&] {
     mc_scores_kernel<scalar_t>(input.const_data_ptr<scalar_t>(), K, N, C, input.stride(0), input.stride(1),
-                               input.stride(2), score, out.mutable_data_ptr<float>());
+                               input.stride(2), score, out.mutable_data_ptr<float>(), perturbed);
   });
   return out;
 }
