@@ -1,0 +1,1 @@
+"""Selection: turning MC-dropout predictions into the batch of pool samples to label."""
