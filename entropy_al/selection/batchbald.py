@@ -187,7 +187,8 @@ def batchbald_select(
 
     Returns:
         (indices, scores): the picks in order (Python ints into ``log_probs``) and float64 ``[b]`` CPU tensor of
-        each pick's score, the joint mutual information gained, ``H(y_B, y_x) − H(y_x|ω) − Σ_B H(y_b|ω)``. Ties
+        each pick's score: the mutual information of the batch so far (with the pick ``x``) with the model,
+        ``H(y_B, y_x) − H(y_x|ω) − Σ_B H(y_b|ω)``, as ``batchbald_redux`` reports it; the first is BALD. Ties
         (scores within float64 rounding of the joint entropies) go to the lower index.
     """
     _check_log_probs(log_probs)
