@@ -4,11 +4,10 @@ import math
 
 import pytest
 import torch
+from conftest import DEVICES
 
 from entropy_al.selection.batchbald import batchbald_select
 from entropy_al.selection.candidates import CandidateKeeper
-
-from conftest import DEVICES
 
 redux = pytest.importorskip("batchbald_redux.batchbald")
 
