@@ -29,7 +29,7 @@ EXACT_CASES = [  # M, K, C, batch
     (7, 3, 2, 7),  # batch = M
     (5, 4, 3, 9),  # batch > M
     (40, 5, 3, 1),
-    (40, 10, 2, 8),
+    (40, 10, 2, 6),
     (60, 7, 4, 5),
     (33, 20, 10, 3),
     (100, 2, 5, 4),
@@ -67,19 +67,17 @@ def test_duplicates_tie_to_the_lower_index():
 
 
 def test_chunking_does_not_change_the_selection():
-    log_probs = random_log_probs(300, 10, 4, seed=3)
+    log_probs = random_log_probs(90, 10, 4, seed=3)
     generator = torch.Generator()
-    picks = [
-        batchbald_select(log_probs, 12, 500, generator.manual_seed(1), chunk_elements=c) for c in (1, 777, 1 << 22)
-    ]
+    picks = [batchbald_select(log_probs, 8, 500, generator.manual_seed(1), chunk_elements=c) for c in (1, 777, 1 << 22)]
     assert picks[0][0] == picks[1][0] == picks[2][0]
     torch.testing.assert_close(picks[0][1], picks[2][1], rtol=0, atol=1e-10)
 
 
 def test_sampled_regime_draws_as_batchbald_redux_from_the_same_seed():
-    log_probs = random_log_probs(80, 10, 5, seed=11)
-    want, want_scores = redux_batch(log_probs, 10, 200, seed=123)
-    got, scores = batchbald_select(log_probs, 10, 200, torch.Generator().manual_seed(123))
+    log_probs = random_log_probs(40, 10, 5, seed=11)
+    want, want_scores = redux_batch(log_probs, 6, 200, seed=123)
+    got, scores = batchbald_select(log_probs, 6, 200, torch.Generator().manual_seed(123))
     assert got == want
     torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-9)
 
