@@ -1,7 +1,7 @@
 """BatchBALD selection: entropy_al's greedy (on the whole pool, or on the BALD candidates kept while the pool
 streams by) against batchbald_redux's ``get_batchbald_batch`` on the same log-probabilities, in one run.
 
-    python benchmarks/bench_batchbald.py            # N = 10k and 100k, budget 10 and 100 (about 2 minutes)
+    python benchmarks/bench_batchbald.py            # N = 10k and 100k, budget 10 and 100 (2–3 minutes on 2 cores)
     python benchmarks/bench_batchbald.py --quick    # N = 10k only
 
 Every measurement runs in a fresh process: wall time of one selection, peak resident memory above the process's
