@@ -199,10 +199,6 @@ ENTROPY_AL_HOST_DEVICE int64_t encode_key(float score, int64_t index) {
   return high * (int64_t{1} << 32) + (int64_t{0xffffffff} - index);
 }
 
-// The top-k key of sample `index` with score `score`: every backend's kernels go through here, so that a
-// per-sample transform of the score before ranking lands in one place.
-ENTROPY_AL_HOST_DEVICE int64_t score_key(float score, int64_t index) { return encode_key(score, index); }
-
 // True when a key can enter a top-k whose current k-th best key is `threshold` (keys are unique, so equality
 // means the same sample). INT64_MIN stands for "not full yet": every key is a candidate.
 ENTROPY_AL_HOST_DEVICE bool beats_threshold(int64_t key, int64_t threshold) { return key > threshold; }

@@ -6,10 +6,11 @@ generations (the environment variable is read on every launch).
 
 import pytest
 import torch
-from test_mc_scores import assert_scores_close, realistic_logits, scores_for
+from test_mc_scores import assert_scores_close, realistic_logits
 
 import entropy_al
 from entropy_al import reference
+from entropy_al.scores import scores_for_classes as scores_for
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="requires CUDA")
 

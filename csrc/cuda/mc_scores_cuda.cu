@@ -21,7 +21,7 @@
 //   re-reads are L1/L2 hits when the sample's tile fits): correct, memory O(grid K), not bandwidth-optimal.
 // - Reductions are CUB WarpReduce (logical warps of G lanes) and BlockReduce; the statistics of p̄ (entropy,
 //   top-2) reduce as MeanProbStats with its merge. A sample with a NaN/+inf logit, or a row of only -inf, is
-//   NaN. The fused top-k passes `keys`: the kernel then writes encode_key(score, index) instead of scores.
+//   NaN. The fused top-k passes `keys`: the kernel then writes acquisition_key(score, index) instead of scores.
 // - Expected (to measure on a GPU): 32..138 registers per thread, no spills; each SM keeps ~32..64 KiB of
 //   fp32 loads in flight (half for bf16), so C >= 64 should approach the copy roof. C <= 16 is the weak
 //   spot: sub-warp loads touch ~3 sectors per useful one (L1 absorbs it), and the shuffles per row exceed
@@ -182,9 +182,9 @@ struct Group<kThreads, false> {
 
 // The result of sample n: its score, or its top-k key when the fused top-k asked for keys.
 __device__ __forceinline__ void store_result(float value, int64_t n, float* scores, int64_t* keys,
-                                             int64_t first_index) {
+                                             int64_t first_index, const AcquisitionParams& acquisition) {
   if (keys != nullptr) {
-    keys[n] = score_key(value, first_index + n);
+    keys[n] = acquisition_key(value, first_index + n, acquisition);
   } else {
     scores[n] = value;
   }
@@ -212,7 +212,7 @@ __global__ void __launch_bounds__(Group<kThreads>::kBlockThreads, 1)
                               int64_t stride_c, Score score,
                               float* __restrict__ scores,   // [N] or null
                               int64_t* __restrict__ keys,   // [N] or null
-                              int64_t first_index) {
+                              int64_t first_index, AcquisitionParams acquisition) {
   using G = Group<kThreads>;
   constexpr bool kPrefetch = kValues <= 8;
   __shared__ typename G::TempStorage temp;
@@ -278,7 +278,8 @@ __global__ void __launch_bounds__(Group<kThreads>::kBlockThreads, 1)
     }
     stats = group.reduce_stats(stats);
     if (group.rank == 0) {
-      store_result(finalize_score(score, stats, sum_row_entropy * inv_passes, bad), n, scores, keys, first_index);
+      store_result(finalize_score(score, stats, sum_row_entropy * inv_passes, bad), n, scores, keys, first_index,
+                   acquisition);
     }
   }
 }
@@ -293,7 +294,7 @@ __global__ void __launch_bounds__(kLargeThreads, 1)
                                    int64_t stride_c, Score score,
                                    float* __restrict__ scores,  // [N] or null
                                    int64_t* __restrict__ keys,  // [N] or null
-                                   int64_t first_index,
+                                   int64_t first_index, AcquisitionParams acquisition,
                                    float* row_stats_all) {  // [gridDim.x, K, 2]; written and read here: no nc loads
   using G = Group<kLargeThreads>;
   __shared__ typename G::TempStorage temp;
@@ -362,7 +363,8 @@ __global__ void __launch_bounds__(kLargeThreads, 1)
     // Starts with a barrier: every thread is done reading row_stats before rank 0 rewrites them.
     stats = group.reduce_stats(stats);
     if (group.rank == 0) {
-      store_result(finalize_score(score, stats, sum_row_entropy * inv_passes, bad), n, scores, keys, first_index);
+      store_result(finalize_score(score, stats, sum_row_entropy * inv_passes, bad), n, scores, keys, first_index,
+                   acquisition);
     }
   }
 }
@@ -413,7 +415,7 @@ bool v1_requested() {
 }
 
 void mc_scores_v1_launch(const at::Tensor& logits, Score score, float* scores, int64_t* keys, int64_t first_index,
-                         cudaStream_t stream) {
+                         const AcquisitionParams& acquisition, cudaStream_t stream) {
   const int64_t K = logits.size(0), N = logits.size(1), C = logits.size(2);
   const int64_t stride_k = logits.stride(0), stride_n = logits.stride(1), stride_c = logits.stride(2);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mc_scores_cuda", [&] {
@@ -424,14 +426,14 @@ void mc_scores_v1_launch(const at::Tensor& logits, Score score, float* scores, i
       const int64_t work_blocks = (N + G::kGroupsPerBlock - 1) / G::kGroupsPerBlock;
       mc_scores_v1_register_kernel<scalar_t, Tile::kThreads, Tile::kValues>
           <<<grid_size(work_blocks, G::kBlockThreads), G::kBlockThreads, 0, stream>>>(
-              data, K, N, C, stride_k, stride_n, stride_c, score, scores, keys, first_index);
+              data, K, N, C, stride_k, stride_n, stride_c, score, scores, keys, first_index, acquisition);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
     if (!in_registers) {
       const unsigned int grid = grid_size(N, kLargeThreads);
       at::Tensor row_stats = at::empty({static_cast<int64_t>(grid) * K * 2}, logits.options().dtype(at::kFloat));
       mc_scores_v1_large_classes_kernel<scalar_t><<<grid, kLargeThreads, 0, stream>>>(
-          data, K, N, C, stride_k, stride_n, stride_c, score, scores, keys, first_index,
+          data, K, N, C, stride_k, stride_n, stride_c, score, scores, keys, first_index, acquisition,
           row_stats.mutable_data_ptr<float>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
@@ -463,11 +465,11 @@ void mc_scores_cuda_launch(const at::Tensor& raw_logits, Score score, const Scor
     if (served) return;
   }
   if (out.threshold == nullptr) {
-    mc_scores_v1_launch(logits, score, out.scores, out.keys, out.first_index, stream);
+    mc_scores_v1_launch(logits, score, out.scores, out.keys, out.first_index, out.acquisition, stream);
     return;
   }
   // The v1 kernels do not filter: every key becomes a candidate (the merge drops those below the threshold).
-  mc_scores_v1_launch(logits, score, nullptr, out.candidates, out.first_index, stream);
+  mc_scores_v1_launch(logits, score, nullptr, out.candidates, out.first_index, out.acquisition, stream);
   set_count_kernel<<<1, 1, 0, stream>>>(out.count, static_cast<unsigned int>(logits.size(1)));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 
+#include "../acquisition_math.h"
 #include "../mc_scores_math.h"
 #include "../mc_scores_tiles.h"
 
@@ -37,6 +38,7 @@ struct ScoreOutput {
   const int64_t* threshold;  // device scalar or null
   int64_t* candidates;       // [N] when threshold is set
   unsigned int* count;       // device scalar when threshold is set
+  AcquisitionParams acquisition;  // how keys rank scores (acquisition_key)
 };
 
 namespace v2 {
@@ -199,7 +201,7 @@ __device__ __forceinline__ void load_row(const char* staged, int shift, int row_
 // Writes a sample's result (by lanes with rank 0 and n < N); every lane of the warp must call it.
 __device__ __forceinline__ void emit_result(const ScoreOutput& out, bool leader, int64_t n, float score,
                                             int64_t threshold) {
-  const int64_t key = score_key(score, out.first_index + n);
+  const int64_t key = acquisition_key(score, out.first_index + n, out.acquisition);
   if (out.threshold != nullptr) {
     // Warp-aggregated append of the keys that beat the threshold: one atomic per warp.
     const bool take = leader && beats_threshold(key, threshold);

@@ -1,4 +1,5 @@
-// CUDA streaming top-k: the state is the best keys so far (int64, descending; see encode_key).
+// CUDA streaming top-k: the state is the best keys so far (int64, descending; see encode_key and, for
+// stochastic acquisition, acquisition_key: keys of perturbed scores rank and merge like any keys).
 //
 // Full state (len(state) == k): the state's last key is the running k-th key, on the device. The block's keys
 // that beat it are appended to a candidate list (warp-aggregated atomics on a device-side count; the v2 score
@@ -32,11 +33,11 @@ constexpr int kEncodeBlocksPerSm = 8;
 
 __global__ void __launch_bounds__(kEncodeThreads)
     encode_keys_kernel(const float* __restrict__ scores,  // [count] with stride `stride`
-                       int64_t stride, int64_t count, int64_t first_index,
+                       int64_t stride, int64_t count, int64_t first_index, AcquisitionParams acquisition,
                        int64_t* __restrict__ keys) {  // [count]
   const int64_t step = static_cast<int64_t>(gridDim.x) * kEncodeThreads;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kEncodeThreads + threadIdx.x; i < count; i += step) {
-    keys[i] = score_key(scores[i * stride], first_index + i);
+    keys[i] = acquisition_key(scores[i * stride], first_index + i, acquisition);
   }
 }
 
@@ -44,14 +45,15 @@ __global__ void __launch_bounds__(kEncodeThreads)
 // min-blocks hint of 1 stops ptxas from capping registers at an occupancy step and spilling.)
 __global__ void __launch_bounds__(kEncodeThreads, 1)
     filter_keys_kernel(const float* __restrict__ scores,  // [n] with stride `stride`
-                       int64_t stride, int64_t n, int64_t first_index, const int64_t* __restrict__ threshold,
-                       int64_t* __restrict__ candidates, unsigned int* __restrict__ count) {
+                       int64_t stride, int64_t n, int64_t first_index, AcquisitionParams acquisition,
+                       const int64_t* __restrict__ threshold, int64_t* __restrict__ candidates,
+                       unsigned int* __restrict__ count) {
   const int64_t limit = *threshold;
   const int64_t step = static_cast<int64_t>(gridDim.x) * kEncodeThreads;
   const int64_t rounds = (n + step - 1) / step;  // uniform trip count: every lane reaches the ballot
   for (int64_t round = 0; round < rounds; ++round) {
     const int64_t i = round * step + static_cast<int64_t>(blockIdx.x) * kEncodeThreads + threadIdx.x;
-    const int64_t key = i < n ? score_key(scores[i * stride], first_index + i) : 0;
+    const int64_t key = i < n ? acquisition_key(scores[i * stride], first_index + i, acquisition) : 0;
     const bool take = i < n && beats_threshold(key, limit);
     const unsigned int takers = __ballot_sync(0xffffffffu, take);
     if (takers == 0u) continue;
@@ -159,9 +161,11 @@ at::Tensor best_keys(const at::Tensor& merged, int64_t k) {
   return std::get<0>(at::topk(merged, keep, /*dim=*/0, /*largest=*/true, /*sorted=*/true));
 }
 
-at::Tensor topk_update_cuda(const at::Tensor& scores, const at::Tensor& state, int64_t offset, int64_t k) {
+at::Tensor topk_update_cuda(const at::Tensor& scores, const at::Tensor& state, int64_t offset, int64_t k,
+                            c10::string_view acquisition, double coldness, int64_t acquisition_seed) {
   check_topk_scores("topk_update", scores);
   check_topk_state("topk_update", state, scores.device(), offset, scores.numel(), k);
+  const AcquisitionParams params = parse_acquisition("topk_update", acquisition, coldness, acquisition_seed);
   TORCH_INTERNAL_ASSERT(scores.is_cuda(), "topk_update_cuda: the dispatcher sent scores on ", scores.device());
   const c10::cuda::CUDAGuard device_guard(scores.device());
   const int64_t count = scores.numel();
@@ -178,7 +182,8 @@ at::Tensor topk_update_cuda(const at::Tensor& scores, const at::Tensor& state, i
     CandidateBuffers buffers(full_state, count, k);
     if (count > 0) {
       filter_keys_kernel<<<grid, kEncodeThreads, 0, stream>>>(
-          block.const_data_ptr<float>(), block.stride(0), count, offset, full_state.const_data_ptr<int64_t>() + k - 1,
+          block.const_data_ptr<float>(), block.stride(0), count, offset, params,
+          full_state.const_data_ptr<int64_t>() + k - 1,
           buffers.candidates.mutable_data_ptr<int64_t>(), buffers.count_ptr());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
@@ -187,17 +192,21 @@ at::Tensor topk_update_cuda(const at::Tensor& scores, const at::Tensor& state, i
   at::Tensor merged = keys_buffer(state, count);
   if (count > 0) {
     encode_keys_kernel<<<grid, kEncodeThreads, 0, stream>>>(block.const_data_ptr<float>(), block.stride(0), count,
-                                                            offset, merged.mutable_data_ptr<int64_t>() + state.numel());
+                                                            offset, params,
+                                                            merged.mutable_data_ptr<int64_t>() + state.numel());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return best_keys(merged, k);
 }
 
 at::Tensor mc_topk_update_cuda(const at::Tensor& logits, const at::Tensor& state, int64_t offset, int64_t k,
-                               c10::string_view score_name) {
+                               c10::string_view score_name, c10::string_view acquisition, double coldness,
+                               int64_t acquisition_seed) {
   check_logits("mc_topk_update", logits);
   const Score score = parse_score("mc_topk_update", score_name, logits.size(2));
   check_topk_state("mc_topk_update", state, logits.device(), offset, logits.size(1), k);
+  const AcquisitionParams params =
+      parse_acquisition("mc_topk_update", acquisition, coldness, acquisition_seed, score_name);
   TORCH_INTERNAL_ASSERT(logits.is_cuda(), "mc_topk_update_cuda: the dispatcher sent logits on ", logits.device());
   const c10::cuda::CUDAGuard device_guard(logits.device());
   const int64_t count = logits.size(1);
@@ -209,6 +218,7 @@ at::Tensor mc_topk_update_cuda(const at::Tensor& logits, const at::Tensor& state
     CandidateBuffers buffers(full_state, count, k);
     ScoreOutput out{};
     out.first_index = offset;
+    out.acquisition = params;
     out.threshold = full_state.const_data_ptr<int64_t>() + k - 1;
     out.candidates = buffers.candidates.mutable_data_ptr<int64_t>();
     out.count = buffers.count_ptr();
@@ -220,6 +230,7 @@ at::Tensor mc_topk_update_cuda(const at::Tensor& logits, const at::Tensor& state
   ScoreOutput out{};
   out.keys = merged.mutable_data_ptr<int64_t>() + state.numel();
   out.first_index = offset;
+  out.acquisition = params;
   mc_scores_cuda_launch(logits, score, out);
   return best_keys(merged, k);
 }
