@@ -201,7 +201,15 @@ __device__ __forceinline__ void load_row(const char* staged, int shift, int row_
 // Writes a sample's result (by lanes with rank 0 and n < N); every lane of the warp must call it.
 __device__ __forceinline__ void emit_result(const ScoreOutput& out, bool leader, int64_t n, float score,
                                             int64_t threshold) {
-  const int64_t key = acquisition_key(score, out.first_index + n, out.acquisition);
+  int64_t key;
+  if (out.acquisition.kind == Acquisition::kTop) {
+    key = acquisition_key(score, out.first_index + n, out.acquisition);  // the score's own key
+  } else {
+    // Stochastic acquisition: a Gumbel perturbation per sample (marked so that the static report counts the
+    // default, top acquisition).
+    ENTROPY_AL_COLD_PATH();
+    key = acquisition_key(score, out.first_index + n, out.acquisition);
+  }
   if (out.threshold != nullptr) {
     // Warp-aggregated append of the keys that beat the threshold: one atomic per warp.
     const bool take = leader && beats_threshold(key, threshold);
