@@ -79,8 +79,8 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_selection(tmp_pat
     path = tmp_path / "select.ckpt"
     expected = uninterrupted()
     interrupt(path, fail_at=35, error=error, checkpoint_every=every)
+    model = Interruptible()  # (its constructor seeds torch's generator)
     torch.manual_seed(12345)  # a different global draw: the resumed call must use the saved mc_seed
-    model = Interruptible()
     assert select(model, path, checkpoint_every=every) == expected
     # Steps of BUFFER samples: 0-9, 10-19, 20-29 completed before the failure at 35, so the resume starts at 30.
     assert min(model.seen) == 30 and model.seen == set(range(30, POOL))
