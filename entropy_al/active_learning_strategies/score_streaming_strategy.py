@@ -69,7 +69,8 @@ class ScoreStreamingStrategy(Strategy):
             (``None`` default, ``True`` or ``False``): whether :meth:`select` splits the pool across the ranks of
             torch.distributed's default process group. ``None`` does so when a default group of more than one
             process is initialized; ``True`` requires one; ``False`` selects in this process alone (e.g. on one
-            rank of a DDP job).
+            rank of a DDP job). ``checkpoint`` (a path, default ``None``) and ``checkpoint_every`` (seconds,
+            default 60): :meth:`select` saves its state there and a later call resumes from it (see ``select``).
     """
 
     #: Score of the MC-dropout strategies, a name of :data:`entropy_al.scores.SCORES`; ``None`` here.
@@ -136,6 +137,11 @@ class ScoreStreamingStrategy(Strategy):
         every rank; a rank that dies or never calls ``select`` leaves the others waiting for the process group's
         timeout. Details: :mod:`entropy_al.selection.distributed`.
 
+        With ``args['checkpoint']``, the state of the last completed streaming step is saved to that file every
+        ``args['checkpoint_every']`` seconds and whenever ``select`` raises; a later ``select`` with the same
+        selection resumes there (with keyed dropout: the uninterrupted result) and removes the file when it returns.
+        Under torch.distributed each rank saves ``<path>.rank<r>``. Details: :mod:`entropy_al.selection.checkpoint`.
+
         Args:
             budget: how many samples to select: a non-negative int (numpy integers accepted). ``0`` or an empty
                 pool give ``[]`` without running the model; more than the pool gives every index.
@@ -147,6 +153,8 @@ class ScoreStreamingStrategy(Strategy):
 
         Raises:
             TypeError, ValueError: a bad ``budget`` or ``args`` value (the message names it).
+            ValueError: the checkpoint file was saved by another selection (the message names what differs) or is
+                not a checkpoint (it names the path).
             ValueError: the model's output width is not ``nclasses``, or (``nan_policy`` ``'raise'``) some
                 logits are NaN, ``+inf`` or all ``-inf``. That check is read once, with the selection, after the
                 whole pool has run: the loop never waits on the device.
