@@ -168,7 +168,7 @@ def test_a_damaged_state_is_refused_with_its_path(tmp_path, edit, problem):
 
 
 def test_a_failing_save_does_not_hide_the_selections_error(tmp_path, monkeypatch):
-    def refuse(self: SelectionCheckpoint, state: Any) -> None:
+    def refuse(self: SelectionCheckpoint, state: Any, durable: bool = False) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(SelectionCheckpoint, "_save", refuse)

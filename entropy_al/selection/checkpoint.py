@@ -17,7 +17,8 @@ The file: ``torch.save`` of a dict of plain values only (strings, ints, int64 te
 - ``start``, ``stop``, ``next_offset``: the pool range and where the next step begins.
 - ``keys``: the top-k's int64 keys (:mod:`entropy_al.keys`), descending; ``bad_rows``: int64 ``[first, count]``.
 
-Saves are atomic: a temporary file in the same folder, then ``os.replace``. Nothing here knows about strategies.
+Saves are atomic: a temporary file in the same folder, then ``os.replace`` (the save of a failing selection is
+also flushed to the disk). Nothing here knows about strategies.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ class SelectionCheckpoint:
             last = self._last
             if last is not None and last.next_offset != self._saved_offset and last.next_offset > self.start:
                 try:
-                    self._save(last)
+                    self._save(last, durable=True)
                 except Exception as exc:
                     warnings.warn(
                         f"{self.where}: could not save the checkpoint {self.path}: {type(exc).__name__}: {exc}",
@@ -174,7 +175,7 @@ class SelectionCheckpoint:
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.path)
 
-    def _save(self, state: _State) -> None:
+    def _save(self, state: _State, durable: bool = False) -> None:
         payload = {
             "format": _FORMAT,
             "version": _VERSION,
@@ -186,20 +187,24 @@ class SelectionCheckpoint:
             "keys": state.keys.to("cpu", copy=True),
             "bad_rows": state.tracker.summary(torch.device("cpu")),
         }
-        _write_atomically(self.path, payload)
+        _write_atomically(self.path, payload, durable)
         self._saved_offset = state.next_offset
         self._saved_at = time.monotonic()
 
 
-def _write_atomically(path: str, payload: dict) -> None:
-    """``torch.save`` to a temporary file in ``path``'s folder, flushed to disk, then renamed over ``path``."""
+def _write_atomically(path: str, payload: dict, durable: bool) -> None:
+    """``torch.save`` to a temporary file in ``path``'s folder, then renamed over ``path``: a process that dies at
+    any point leaves the old file or the new one. ``durable`` also flushes the file to the disk first (``fsync``,
+    milliseconds on a busy disk), so that it survives a crash of the machine: done for the save of a failing
+    selection; the periodic saves skip it, to cost well under a millisecond per step."""
     folder, name = os.path.split(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(handle, "wb") as file:
             torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
