@@ -19,6 +19,7 @@ from ._validation import (
     DEFAULT_MC_DROPOUT,
     check_amp_dtype,
     check_args,
+    check_checkpoint_args,
     check_device,
     check_int,
     check_mc_head,
@@ -50,6 +51,8 @@ class CallSettings:
         mc_dropout: ``"torch"`` or ``"keyed"`` (``args['mc_dropout']``).
         mc_seed: ``args['mc_seed']`` as a signed 64-bit int (same bits), or ``None`` where it is to be drawn.
         distributed: ``args['distributed']`` (``None``, ``True`` or ``False``).
+        checkpoint: ``args['checkpoint']`` as a str path, or ``None``: ``select`` saves no state.
+        checkpoint_every: ``args['checkpoint_every']``: seconds between saves (0: after every streaming step).
     """
 
     where: str
@@ -67,6 +70,8 @@ class CallSettings:
     mc_dropout: str
     mc_seed: int | None
     distributed: bool | None
+    checkpoint: str | None
+    checkpoint_every: float
 
 
 def resolve_settings(where: str, args: Mapping[str, Any], device: Any) -> CallSettings:
@@ -75,6 +80,7 @@ def resolve_settings(where: str, args: Mapping[str, Any], device: Any) -> CallSe
     reproduce = checked.get("reproduce_distil", False)
     budget = checked.get("mc_memory_budget")
     seed = checked.get("mc_seed")
+    checkpoint, checkpoint_every = check_checkpoint_args(where, checked)
     if seed is not None:
         seed = operator.index(seed)
         seed = seed - (1 << 64) if seed >= (1 << 63) else seed
@@ -94,6 +100,8 @@ def resolve_settings(where: str, args: Mapping[str, Any], device: Any) -> CallSe
         mc_dropout=checked.get("mc_dropout", DEFAULT_MC_DROPOUT),
         mc_seed=seed,
         distributed=distributed_flag(where, checked),
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
     )
 
 

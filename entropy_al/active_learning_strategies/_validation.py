@@ -8,6 +8,7 @@ Values are checked when the strategy is built (fail fast) and again when a publi
 from __future__ import annotations
 
 import operator
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..ops import is_bool
 __all__ = [
     "AMP_DTYPES",
     "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CHECKPOINT_EVERY",
     "DEFAULT_MC_DROPOUT",
     "DEFAULT_N_DROP",
     "DEFAULT_STREAM_BUFFER_SIZE",
@@ -28,6 +30,7 @@ __all__ = [
     "check_amp_dtype",
     "check_args",
     "check_budget",
+    "check_checkpoint_args",
     "check_device",
     "check_int",
     "check_mc_dropout_args",
@@ -41,6 +44,7 @@ __all__ = [
 DEFAULT_BATCH_SIZE = 1
 DEFAULT_N_DROP = 10
 DEFAULT_STREAM_BUFFER_SIZE = 10000
+DEFAULT_CHECKPOINT_EVERY = 60.0
 MC_MODES = ("dropout", "train")
 NAN_POLICIES = ("raise", "omit")
 
@@ -132,7 +136,41 @@ def check_args(where: str, args: Any) -> dict[str, Any]:
     check_throughput_args(where, checked)
     # Where the MC passes' dropout masks come from (torch's generator or keyed): see check_mc_dropout_args.
     check_mc_dropout_args(where, checked)
+    check_checkpoint_args(where, checked)
     return checked
+
+
+def check_checkpoint_args(where: str, args: Mapping[str, Any]) -> tuple[str | None, float]:
+    """``args['checkpoint']`` (a path: str or os.PathLike, or ``None``) as a str, and ``args['checkpoint_every']``
+    (seconds between saves, a real number >= 0, default 60) as a float."""
+    path = args.get("checkpoint")
+    if path is not None:
+        if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+            raise TypeError(
+                f"{where}: expected args['checkpoint'] to be a file path (str or os.PathLike) or None, got "
+                f"{type(path).__name__} {path!r}"
+            )
+        path = os.fspath(path)
+        if not path:
+            raise ValueError(f"{where}: expected args['checkpoint'] to be a file path, got an empty string")
+        if args.get("batch_sampler") is not None:
+            raise ValueError(
+                f"{where}: args['checkpoint'] resumes at a pool offset and cannot be combined with "
+                "args['batch_sampler'], which orders the pool its own way; drop one of the two keys"
+            )
+    every = args.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY)
+    try:
+        seconds = None if is_bool(every) or isinstance(every, (str, bytes)) else float(every)
+    except (TypeError, ValueError, RuntimeError):
+        seconds = None
+    if seconds is None:
+        raise TypeError(
+            f"{where}: expected args['checkpoint_every'] to be a number of seconds (a float >= 0), got "
+            f"{type(every).__name__} {every!r}"
+        )
+    if not seconds >= 0:  # also NaN
+        raise ValueError(f"{where}: expected args['checkpoint_every'] to be a number of seconds >= 0, got {every!r}")
+    return path, seconds
 
 
 def default_loss() -> Callable[..., torch.Tensor]:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -22,14 +23,17 @@ from ..ops import mc_scores
 from ..scores import SCORE_INFO
 from ..selection import (
     BadRowTracker,
+    SelectionCheckpoint,
     ShardScorer,
     TopKCollector,
     apply_nan_policy,
     distributed_group,
     select_across_ranks,
+    shard_bounds,
 )
+from ._checkpointing import open_checkpoint
 from ._runs import PoolSlice, mc_plan
-from ._settings import CallSettings, call_seed
+from ._settings import CallSettings
 from ._validation import DEFAULT_N_DROP, DEFAULT_STREAM_BUFFER_SIZE, check_budget, check_int, distributed_flag
 from .strategy import Strategy
 
@@ -65,7 +69,8 @@ class ScoreStreamingStrategy(Strategy):
             (``None`` default, ``True`` or ``False``): whether :meth:`select` splits the pool across the ranks of
             torch.distributed's default process group. ``None`` does so when a default group of more than one
             process is initialized; ``True`` requires one; ``False`` selects in this process alone (e.g. on one
-            rank of a DDP job).
+            rank of a DDP job). ``checkpoint`` (a path, default ``None``) and ``checkpoint_every`` (seconds,
+            default 60): :meth:`select` saves its state there and a later call resumes from it (see ``select``).
     """
 
     #: Score of the MC-dropout strategies, a name of :data:`entropy_al.scores.SCORES`; ``None`` here.
@@ -132,6 +137,11 @@ class ScoreStreamingStrategy(Strategy):
         every rank; a rank that dies or never calls ``select`` leaves the others waiting for the process group's
         timeout. Details: :mod:`entropy_al.selection.distributed`.
 
+        With ``args['checkpoint']``, the state of the last completed streaming step is saved to that file every
+        ``args['checkpoint_every']`` seconds and whenever ``select`` raises; a later ``select`` with the same
+        selection resumes there (with keyed dropout: the uninterrupted result) and removes the file when it returns.
+        Under torch.distributed each rank saves ``<path>.rank<r>``. Details: :mod:`entropy_al.selection.checkpoint`.
+
         Args:
             budget: how many samples to select: a non-negative int (numpy integers accepted). ``0`` or an empty
                 pool give ``[]`` without running the model; more than the pool gives every index.
@@ -143,6 +153,8 @@ class ScoreStreamingStrategy(Strategy):
 
         Raises:
             TypeError, ValueError: a bad ``budget`` or ``args`` value (the message names it).
+            ValueError: the checkpoint file was saved by another selection (the message names what differs) or is
+                not a checkpoint (it names the path).
             ValueError: the model's output width is not ``nclasses``, or (``nan_policy`` ``'raise'``) some
                 logits are NaN, ``+inf`` or all ``-inf``. That check is read once, with the selection, after the
                 whole pool has run: the loop never waits on the device.
@@ -150,16 +162,25 @@ class ScoreStreamingStrategy(Strategy):
         where = f"{type(self).__name__}.select"
         group = distributed_group(where, distributed_flag(where, self.args))
         if group is not None:
-            return select_across_ranks(where, group, *self._shard_request(where, budget))
-        k = check_budget(where, budget)
-        num_samples = dataset_length(where, "unlabeled_dataset", self.unlabeled_dataset)
-        if k == 0 or num_samples == 0:
-            return []
-        settings, buffer_size = self._prepare_select()
-        collector = self._score_range(settings, buffer_size, min(k, num_samples), 0, num_samples, call_seed(settings))
-        indices, first, count = collector.result()
-        apply_nan_policy(where, settings.nan_policy, first, count, "they are ranked last")
-        return indices
+            request, checkpoint = self._shard_request(where, group, budget)
+            with _saved_on_failure(checkpoint):
+                selected = select_across_ranks(where, group, *request)
+        else:
+            k = check_budget(where, budget)
+            num_samples = dataset_length(where, "unlabeled_dataset", self.unlabeled_dataset)
+            if k == 0 or num_samples == 0:
+                return []
+            settings, buffer_size = self._prepare_select()
+            checkpoint, seeds = open_checkpoint(self, settings, num_samples, k, (0, num_samples))
+            with _saved_on_failure(checkpoint):
+                collector = self._score_range(
+                    settings, buffer_size, min(k, num_samples), 0, num_samples, seeds.get("mc_seed"), True, checkpoint
+                )
+                selected, first, count = collector.result()
+                apply_nan_policy(where, settings.nan_policy, first, count, "they are ranked last")
+        if checkpoint is not None:
+            checkpoint.remove()
+        return selected
 
     def _prepare_select(self) -> tuple[CallSettings, int]:
         where = f"{type(self).__name__}.select"
@@ -167,15 +188,16 @@ class ScoreStreamingStrategy(Strategy):
         return self._prepare("select"), buffer_size
 
     def _shard_request(
-        self, where: str, budget: Any
-    ) -> tuple[ShardScorer, int, int, int | None, str, Exception | None]:
+        self, where: str, group: dist.ProcessGroup, budget: Any
+    ) -> tuple[tuple[ShardScorer, int, int, int | None, str, Exception | None], SelectionCheckpoint | None]:
         """The arguments of :func:`entropy_al.selection.select_across_ranks` after ``group``: this rank's shard
         scorer, pool size, budget, keyed seed (drawn on every rank, rank 0's used), NaN policy, and the exception met
-        while preparing them, which the protocol's handshake raises on every rank."""
+        while preparing them, which the protocol's handshake raises on every rank; and this rank's checkpoint."""
         failure: Exception | None = None
         k = num_samples = 0
         seed: int | None = None
         nan_policy = "raise"
+        checkpoint: SelectionCheckpoint | None = None
         try:
             k = check_budget(where, budget)
             num_samples = len(self.unlabeled_dataset)
@@ -187,14 +209,19 @@ class ScoreStreamingStrategy(Strategy):
                     "select, where each rank scores its own contiguous shard; drop the key, or set "
                     "args['distributed'] = False"
                 )
-            seed, nan_policy = call_seed(settings), settings.nan_policy
+            rank, world = dist.get_rank(group), dist.get_world_size(group)
+            shard = shard_bounds(num_samples, rank, world)
+            checkpoint, seeds = open_checkpoint(self, settings, num_samples, k, shard, rank, world)
+            seed, nan_policy = seeds.get("mc_seed"), settings.nan_policy
         except Exception as exc:
-            failure = exc
+            failure, checkpoint = exc, None
 
         def score_shard(k: int, start: int, stop: int, seed: int | None, show_progress: bool):
-            return self._score_range(settings, buffer_size, k, start, stop, seed, show_progress).partial()
+            if checkpoint is not None and seed is not None:
+                checkpoint.seeds["mc_seed"] = seed  # rank 0's, which every rank runs with
+            return self._score_range(settings, buffer_size, k, start, stop, seed, show_progress, checkpoint).partial()
 
-        return score_shard, num_samples, k, seed, nan_policy, failure
+        return (score_shard, num_samples, k, seed, nan_policy, failure), checkpoint
 
     def _score_range(
         self,
@@ -205,37 +232,51 @@ class ScoreStreamingStrategy(Strategy):
         stop: int,
         seed: int | None,
         show_progress: bool = True,
+        checkpoint: SelectionCheckpoint | None = None,
     ) -> TopKCollector:
         """Scores pool samples ``start … stop − 1`` into a top-``k`` collector (whose keys carry pool indices).
 
         The whole pool for a single-process selection, one rank's shard under torch.distributed. ``seed``: the
-        selection's keyed-dropout seed (``None`` with torch's dropout).
+        selection's keyed-dropout seed (``None`` with torch's dropout). With a ``checkpoint``, the range resumes
+        where its loaded state ends, and every completed streaming step of ``buffer_size`` samples is reported to it.
         """
         collector = TopKCollector(k, self.mc_score, buffer_size)
-        if stop <= start:
+        resume_at = start if checkpoint is None else checkpoint.resume(collector, settings.device)
+        if stop <= resume_at:
             return collector
         if self._scores_are_fused():
             n_drop = getattr(self, "n_drop", None)
             plan = mc_plan(self.model, settings, self.target_classes, n_drop, buffer_size, seed=seed)
-            blocks = mc_logit_blocks(self.model, self.unlabeled_dataset, plan, start, stop, show_progress)
+            blocks = mc_logit_blocks(self.model, self.unlabeled_dataset, plan, resume_at, stop, show_progress, start)
             with contextlib.closing(blocks):
                 for offset, logits in blocks:
                     collector.add_logits(offset, logits)
+                    if checkpoint is not None:  # batches restart at every step, so a step ends with a block
+                        end = offset + logits.shape[1]
+                        if end == stop or (end - resume_at) % buffer_size == 0:
+                            checkpoint.completed(end, collector)
             collector.flush()
             return collector
-        with ProgressBar(stop - start, settings.progress and show_progress, settings.where) as bar:
-            for lo in range(start, stop, buffer_size):
+        bar = ProgressBar(stop - start, settings.progress and show_progress, settings.where, resume_at - start)
+        with bar:
+            for lo in range(resume_at, stop, buffer_size):
                 hi = min(stop, lo + buffer_size)
                 # An overridden acquire_scores that runs the MC methods on this buffer (DISTIL's strategies do) gets
                 # keyed masks by pool index (lo + i) and this selection's seed: the same whatever stream_buffer_size.
                 scores = self.acquire_scores(PoolSlice(self.unlabeled_dataset, list(range(lo, hi)), lo, seed))
                 collector.add_scores(lo, _as_scores(scores, hi - lo, settings.where))
                 bar.advance(hi - lo)
+                if checkpoint is not None:
+                    checkpoint.completed(hi, collector)
         return collector
 
     def _scores_are_fused(self) -> bool:
         # A subclass that overrides acquire_scores (DISTIL's extension point) must have it called.
         return self.mc_score is not None and type(self).acquire_scores is ScoreStreamingStrategy.acquire_scores
+
+
+def _saved_on_failure(checkpoint: SelectionCheckpoint | None) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext() if checkpoint is None else checkpoint.saved_on_failure()
 
 
 def _as_scores(scores: Any, rows: int, where: str) -> torch.Tensor:

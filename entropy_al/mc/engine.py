@@ -33,6 +33,7 @@ def mc_logit_blocks(
     start: int = 0,
     stop: int | None = None,
     show_progress: bool = True,
+    counted_from: int | None = None,
 ) -> Iterator[tuple[int | torch.Tensor, torch.Tensor]]:
     """Yields ``(offset, logits)``: the ``[plan.n_drop, B, C]`` logits of the samples ``start … stop − 1`` of
     ``dataset``, one block per batch (per stream buffer with ``plan.reproduce_distil``), in order.
@@ -43,13 +44,16 @@ def mc_logit_blocks(
 
     Close the generator when stopping early (``contextlib.closing``): the model's state is restored on close.
     ``show_progress`` False hides the bar that ``plan.progress`` asks for (e.g. on all ranks but one).
+    ``counted_from`` (default ``start``): where the bar's count begins, so that a range resumed at ``start`` shows
+    the samples ``counted_from … start − 1`` as done.
     """
     stop = len(dataset) if stop is None else stop
     if stop <= start:
         return
+    counted_from = start if counted_from is None else min(counted_from, start)
     part = dataset if (start, stop) == (0, len(dataset)) else Subset(dataset, range(start, stop))
     with (
-        ProgressBar(stop - start, plan.progress and show_progress, plan.where) as bar,
+        ProgressBar(stop - counted_from, plan.progress and show_progress, plan.where, start - counted_from) as bar,
         mc_mode(model, plan.mc_mode),
         _keyed(model, plan) as keyed,
     ):

@@ -15,16 +15,17 @@ class ProgressBar:
         total: number of pool samples.
         enabled: show a tqdm bar; when false every method is a no-op and tqdm is not imported.
         desc: the bar's label.
+        initial: samples already done when the bar starts (a resumed selection's).
     """
 
-    def __init__(self, total: int, enabled: bool, desc: str):
+    def __init__(self, total: int, enabled: bool, desc: str, initial: int = 0):
         self._bar: Any = None
         self._done = 0.0
         self._shown = 0
         if enabled:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, desc=desc, unit="sample", dynamic_ncols=True)
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="sample", dynamic_ncols=True)
 
     def advance(self, amount: float) -> None:
         """Adds ``amount`` samples; the bar moves by whole samples so that its count and rate stay integral."""

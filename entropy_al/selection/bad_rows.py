@@ -48,6 +48,20 @@ class BadRowTracker:
             self._first = torch.minimum(self._first, first)
             self._count = self._count + count
 
+    @classmethod
+    def restored(cls, summary: torch.Tensor) -> BadRowTracker:
+        """A tracker that has seen what ``summary`` (int64 ``[first pool index or -1, count]``) says."""
+        tracker = cls()
+        tracker._first = torch.where(summary[0] < 0, _NONE, summary[0])
+        tracker._count = summary[1].clone()
+        return tracker
+
+    def snapshot(self) -> BadRowTracker:
+        """A copy of the current state (tensors are replaced, never written to, by updates: nothing is copied)."""
+        copy = BadRowTracker()
+        copy._first, copy._count = self._first, self._count
+        return copy
+
     def summary(self, device: torch.device) -> torch.Tensor:
         """int64 ``[first pool index (-1 if none), count]`` on ``device``, without synchronizing."""
         if self._first is None or self._count is None:

@@ -87,6 +87,21 @@ class TopKCollector:
         self.tracker.update_scores(scores, offset)
         self._state(scores.device).update(scores, offset)
 
+    def snapshot(self) -> tuple[torch.Tensor, BadRowTracker]:
+        """The kept keys (descending) and a copy of the broken-output tracker after merging what is pending, without
+        a host synchronization or a copy: later updates replace the state's tensors instead of writing to them."""
+        self.flush()
+        keys = self._topk.state if self._topk is not None else torch.empty(0, dtype=torch.int64)
+        return keys, self.tracker.snapshot()
+
+    def restore(self, keys: torch.Tensor, tracker: BadRowTracker, seen: int) -> None:
+        """Continues from a saved state: the int64 ``keys`` (descending, on the device the blocks will come from)
+        and ``tracker`` of ``seen`` pool samples. Only on a fresh collector."""
+        assert self._topk is None and not self._pending, "restore() needs a fresh collector"
+        self._topk = StreamingTopK(self.k, keys.device)
+        self._topk.state, self._topk.seen = keys, seen
+        self.tracker = tracker
+
     def partial(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The kept keys and the broken-output summary, without a host synchronization.
 
