@@ -1,6 +1,9 @@
 """BatchBALDDropout: consistent MC passes, the candidate set, parity with batchbald_redux and DISTIL's procedure."""
 
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +16,7 @@ from entropy_al.active_learning_strategies.batch_bald import BatchBALDDropout
 from entropy_al.keyed_mc import site_seed
 
 redux = pytest.importorskip("batchbald_redux.batchbald")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FEATURES, HIDDEN, CLASSES = 6, 12, 3
 
@@ -234,3 +238,38 @@ def test_exports_and_distil_defaults():
     assert entropy_al.active_learning_strategies.BatchBALDDropout is BatchBALDDropout
     chosen = BatchBALDDropout(None, pool(3), InjectNet(), CLASSES)
     assert (chosen.n_drop, chosen.n_samples, chosen.mod_inject) == (40, 1000, "linear")
+
+
+# select()'s peak resident memory above the pool's, in a fresh process: Linux's VmHWM, reset before the call.
+_PEAK_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from test_batch_bald import InjectNet, strategy
+torch.set_num_threads(1)
+n = int(sys.argv[1])
+x = torch.randn(n, 6)
+chosen = strategy(InjectNet(), x, n_drop=20, mc_seed=0, candidates=1000, batch_size=4096, stream_buffer_size=4096)
+chosen.select(2)  # warm-up: the allocator's and the libraries' first-use memory
+def kib(field):
+    return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1])
+open("/proc/self/clear_refs", "w").write("5")
+base = kib("VmRSS:")
+chosen.select(10)
+print(kib("VmHWM:") - base)
+"""
+
+
+def select_peak_kib(n: int) -> int:
+    script = _PEAK_SCRIPT.format(tests=str(Path(__file__).parent))
+    done = subprocess.run([sys.executable, "-c", script, str(n)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resettable VmHWM")
+@pytest.mark.parametrize("big", [100_000, pytest.param(1_000_000, marks=pytest.mark.slow)])
+def test_peak_memory_flat_in_pool_size(big):
+    """[N, n_drop, C] float32 would be 24 MB at 10^5 and 240 MB at 10^6; the candidate store is 1000 rows."""
+    small, large = select_peak_kib(10_000), select_peak_kib(big)
+    whole_pool_kib = big * 20 * CLASSES * 4 // 1024
+    assert large - small < max(whole_pool_kib // 4, 4096), (small, large)

@@ -13,8 +13,8 @@ from .batches import iter_batches
 from .deterministic import eval_forwards
 from .engine import mc_logit_blocks
 from .heads import HeadSplit, resolve_split
-from .items import as_logits, batch_labels, call_model, dataset_length, to_device, without_labels
 from .injection import INJECTED_DROPOUT_P, PassMaskDropout, injected_dropout
+from .items import as_logits, batch_labels, call_model, dataset_length, to_device, without_labels
 from .keyed import KeyedMCDropout, UnkeyableDropoutError, keyed_mc_dropout
 from .model_state import eval_mode, is_dropout_like, mc_mode, preserved_state
 from .passes import block_rows
