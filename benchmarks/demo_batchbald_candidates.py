@@ -1,6 +1,6 @@
-"""What BatchBALD's candidate pre-filter trades on the demo (digits, 5 seeds, 10 rounds of 20 labels).
+"""What BatchBALD's candidate pre-filter trades on the demo (digits, 10 rounds of 20 labels).
 
-    python benchmarks/demo_batchbald_candidates.py
+    python benchmarks/demo_batchbald_candidates.py [--seeds 3]
 
 Runs the demo's BatchBALD curve with three candidate sets: the whole pool (``args['candidates'] = None``), the
 default max(10 · budget, 1000), and a tight 5 · budget. At every selection of the default and tight runs the
@@ -9,6 +9,7 @@ whole-pool batch is also computed from the same model and keyed seed: the overla
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -29,7 +30,7 @@ def candidate_rules(per_pick: int, minimum: int) -> None:
     batch_bald.CANDIDATES_PER_PICK, batch_bald.MIN_CANDIDATES = per_pick, minimum
 
 
-def run(name: str, overlaps: list[float]) -> np.ndarray:
+def run(name: str, overlaps: list[float], seeds: int) -> np.ndarray:
     def select(strategy, model, split, labeled, unlabeled, config, rng):
         state = torch.get_rng_state()  # the keyed seed is drawn from it: the same for both selections
         picked = _select(strategy, model, split, labeled, unlabeled, config, rng)
@@ -45,16 +46,21 @@ def run(name: str, overlaps: list[float]) -> np.ndarray:
 
     candidate_rules(*SETTINGS[name])
     demo._select = select
-    config = demo.DemoConfig(strategies=("batchbald",), progress=False, out=f"/tmp/demo_candidates_{name[:5]}")
+    config = demo.DemoConfig(
+        strategies=("batchbald",), seeds=seeds, progress=False, out=f"/tmp/demo_candidates_{name[:5]}"
+    )
     result = demo.run_demo(config)
     return result.accuracy["batchbald"], result.labeled_sizes
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=5)
+    seeds = parser.parse_args().seeds
     rows = []
     for name in SETTINGS:
         overlaps: list[float] = []
-        accuracy, sizes = run(name, overlaps)
+        accuracy, sizes = run(name, overlaps, seeds)
         area = area_under_curve(accuracy, sizes)
         rows.append(
             [
