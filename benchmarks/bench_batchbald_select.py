@@ -9,8 +9,8 @@ consistent passes), ``n_drop`` = 20, default candidates = max(10 · budget, 1000
 above the start of the call, in a fresh process each; batchbald_redux's time on the same pool's ``[N, K, C]``
 log-probabilities is extrapolated from ``bench_batchbald.py``'s measured cost per candidate and greedy step
 (``--redux-ms``), as running it at 100k would take hours; "overlap" is with our whole-pool batch (N = 10k only).
-Table 2: seed-to-seed overlap: the same log-probabilities, the greedy's configurations drawn from two seeds, on the
-whole pool and on the default candidates.
+Table 2: seed-to-seed overlap: the same synthetic log-probabilities, the greedy's configurations drawn from two
+seeds, on the whole pool and on the default candidates, beside the candidates' overlap with the whole pool.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ def main():
     parser.add_argument("--passes", type=int, default=20)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--redux-ms", type=float, default=1.7, help="batchbald_redux's ms per candidate and step")
-    parser.add_argument("--baseline-pool", type=int, default=5000, help="N of table 2")
+    parser.add_argument("--baseline-pool", type=int, default=2000, help="N of table 2")
+    parser.add_argument("--baseline-only", action="store_true", help="table 2 only")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -90,7 +91,7 @@ def main():
     common = {"K": args.passes, "C": args.classes, "threads": torch.get_num_threads(), "warm": True}
     print(f"# BatchBALDDropout.select, {machine_description('cpu')}, n_drop = {args.passes}, C = {args.classes}\n")
     rows = []
-    for N in sizes:
+    for N in [] if args.baseline_only else sizes:
         for budget in args.budgets:
             redux_s = args.redux_ms / 1000 * N * budget
             got = measure(N=N, budget=budget, candidates=max(10 * budget, 1000), **common)
@@ -109,14 +110,24 @@ def main():
     rows = []
     log_probs = synthetic_log_probs(args.baseline_pool, args.passes, args.classes)
     for budget in args.budgets:
-        for candidates in (None, max(10 * budget, 1000)):
-            a, b = (seeded_picks(log_probs, budget, candidates, seed) for seed in (0, 1))
-            name = "whole pool" if candidates is None else f"{candidates:,}"
-            rows.append([f"{args.baseline_pool:,}", str(budget), name, overlap(a, b)])
+        whole = [seeded_picks(log_probs, budget, None, seed) for seed in (0, 1)]
+        kept = [seeded_picks(log_probs, budget, max(10 * budget, 1000), seed) for seed in (0, 1)]
+        rows.append([f"{args.baseline_pool:,}", str(budget), f"{max(10 * budget, 1000):,}", overlap(whole[1], whole[0]),
+                     overlap(kept[1], kept[0]), overlap(kept[0], whole[0])])  # fmt: skip
     print(
         "\nTable 2: the same log-probabilities, configurations sampled from seeds 0 and 1 (synthetic, as bench_batchbald)\n"
     )
-    print_table(["N", "budget", "candidates", "overlap seed 0 / seed 1"], rows)
+    print_table(
+        [
+            "N",
+            "budget",
+            "candidates",
+            "whole pool: seed 1 vs 0",
+            "candidates: seed 1 vs 0",
+            "candidates vs whole (seed 0)",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":
