@@ -81,6 +81,7 @@ def main():
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--redux-ms", type=float, default=1.7, help="batchbald_redux's ms per candidate and step")
     parser.add_argument("--baseline-pool", type=int, default=2000, help="N of table 2")
+    parser.add_argument("--whole-pool-max", type=int, default=10000, help="largest N the whole-pool run is timed at")
     parser.add_argument("--baseline-only", action="store_true", help="table 2 only")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,7 +97,7 @@ def main():
             redux_s = args.redux_ms / 1000 * N * budget
             got = measure(N=N, budget=budget, candidates=max(10 * budget, 1000), **common)
             same = "–"
-            if N <= 10000:
+            if N <= args.whole_pool_max:
                 whole = measure(N=N, budget=budget, candidates=None, **common)
                 same = overlap(got["picks"], whole["picks"])
                 rows.append([f"{N:,}", str(budget), "whole pool", f"{whole['seconds']:.2f} s",
