@@ -6,6 +6,7 @@ The compiled kernels load first (or the pure-PyTorch fallback takes over, see ``
 from ._extension import backend, backend_info
 from .active_learning_strategies import (
     BALDDropout,
+    BatchBALDDropout,
     EntropySamplingDropout,
     LeastConfidenceSamplingDropout,
     MarginSamplingDropout,
@@ -38,5 +39,6 @@ __all__ = [
     "BALDDropout",
     "MarginSamplingDropout",
     "LeastConfidenceSamplingDropout",
+    "BatchBALDDropout",
     "__version__",
 ]

@@ -28,7 +28,7 @@ from .demo_checks import check_device, check_out
 __all__ = ["DemoConfig", "DemoResult", "QUICK", "STRATEGIES", "check_config", "run_demo"]
 
 NUM_CLASSES = 10
-STRATEGIES = ("entropy", "bald", "random")
+STRATEGIES = ("entropy", "bald", "batchbald", "random")
 
 
 @dataclass(frozen=True)
@@ -147,15 +147,18 @@ def _select(
     """Pool indices of the ``budget`` samples the strategy ``name`` labels next."""
     if name == "random":
         return rng.choice(unlabeled, size=min(config.budget, len(unlabeled)), replace=False)
-    from . import BALDDropout, EntropySamplingDropout
+    from . import BALDDropout, BatchBALDDropout, EntropySamplingDropout
 
-    cls = {"entropy": EntropySamplingDropout, "bald": BALDDropout}[name]
+    cls = {"entropy": EntropySamplingDropout, "bald": BALDDropout, "batchbald": BatchBALDDropout}[name]
+    args = {"batch_size": 1024, "device": config.device, "n_drop": config.n_drop}
+    if name == "batchbald":  # the MLP's own dropout layers, each pass one model sample (keyed consistent masks)
+        args["mod_inject"] = None
     strategy = cls(
         TensorDataset(split.x_pool[labeled], split.y_pool[labeled]),
         _Unlabeled(split.x_pool[unlabeled]),
         model,
         NUM_CLASSES,
-        {"batch_size": 1024, "device": config.device, "n_drop": config.n_drop},
+        args,
     )
     picked = strategy.select(config.budget)
     # A strategy that returned nothing, repeats or out-of-range indices would make the comparison meaningless.

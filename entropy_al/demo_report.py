@@ -14,7 +14,12 @@ if TYPE_CHECKING:
 
 __all__ = ["area_under_curve", "format_table", "plot_learning_curves", "write_outputs"]
 
-_LABELS = {"entropy": "EntropySamplingDropout", "bald": "BALDDropout", "random": "random"}
+_LABELS = {
+    "entropy": "EntropySamplingDropout",
+    "bald": "BALDDropout",
+    "batchbald": "BatchBALDDropout",
+    "random": "random",
+}
 
 
 def area_under_curve(accuracy: np.ndarray, sizes: list[int]) -> np.ndarray:

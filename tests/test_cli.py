@@ -23,7 +23,7 @@ needs_demo_extra = pytest.mark.skipif(
     find_spec("sklearn") is None or find_spec("matplotlib") is None, reason="requires scikit-learn and matplotlib"
 )
 
-# A few seconds: 1 seed, 3 strategies, 3 trainings each on 30, 40 and 50 labels.
+# A few seconds: 1 seed, 4 strategies, 3 trainings each on 30, 40 and 50 labels.
 TINY = ["demo", "--quick", "--no-progress", "--device", "cpu"]
 SIZES = [30, 40, 50]
 
@@ -58,7 +58,7 @@ def test_demo_writes_table_json_and_png(tmp_path: Path, capsys: pytest.CaptureFi
     assert f"learning curve: {png}" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = table.read_text()
-    assert "| labelled | EntropySamplingDropout | BALDDropout | random |" in text
+    assert "| labelled | EntropySamplingDropout | BALDDropout | BatchBALDDropout | random |" in text
     assert "**area under curve**" in text and text in out + "\n"
     assert "±" not in text and "one seed" in text  # one seed has no spread to show, not a spread of 0.0
     raw = json.loads((tmp_path / "results.json").read_text())

@@ -4,6 +4,7 @@ Module paths mirror DISTIL's (``distil.active_learning_strategies.<module>``), s
 ``entropy_al`` in the import lines is the whole migration.
 """
 
+from .batch_bald import BatchBALDDropout
 from .bayesian_active_learning_disagreement_dropout import BALDDropout
 from .entropy_sampling_dropout import EntropySamplingDropout
 from .least_confidence_sampling_dropout import LeastConfidenceSamplingDropout
@@ -18,4 +19,5 @@ __all__ = [
     "BALDDropout",
     "MarginSamplingDropout",
     "LeastConfidenceSamplingDropout",
+    "BatchBALDDropout",
 ]

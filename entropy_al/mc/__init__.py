@@ -1,7 +1,8 @@
 """The MC engine: stochastic forward passes of a model over a dataset, as ``[n_drop, B, C]`` logit blocks.
 
 Entry point: :func:`mc_logit_blocks` (model, dataset or an index range of it, resolved :class:`MCPlan`). It owns
-the model's MC mode and its restoration (:mod:`.model_state`), keyed dropout (:mod:`.keyed`), head-only MC
+the model's MC mode and its restoration (:mod:`.model_state`), keyed dropout (:mod:`.keyed`; with the plan's
+``consistent`` flag one mask per pass for the whole pool), a dropout injected before a layer (:mod:`.injection`), head-only MC
 (:mod:`.heads`), stacked passes (:mod:`.stacking`), fetching and moving batches (:mod:`.batches`,
 :mod:`.tensor_source`, :mod:`.transfer`), the batch-major loop (:mod:`.passes`) and DISTIL's pass-major one
 (:mod:`.distil_loop`). Deterministic forwards share the fetching: :func:`eval_forwards` under :func:`eval_mode`.
@@ -12,9 +13,10 @@ from .batches import iter_batches
 from .deterministic import eval_forwards
 from .engine import mc_logit_blocks
 from .heads import HeadSplit, resolve_split
+from .injection import INJECTED_DROPOUT_P, PassMaskDropout, injected_dropout
 from .items import as_logits, batch_labels, call_model, dataset_length, to_device, without_labels
 from .keyed import KeyedMCDropout, UnkeyableDropoutError, keyed_mc_dropout
-from .model_state import eval_mode, mc_mode, preserved_state
+from .model_state import eval_mode, is_dropout_like, mc_mode, preserved_state
 from .passes import block_rows
 from .plan import MCPlan, autocast_for, default_memory_budget
 from .progress import ProgressBar
@@ -22,6 +24,8 @@ from .stacking import PassGrouping, stack_copies, stackable, uses_batch_statisti
 from .tensor_source import tensor_source
 
 __all__ = [
+    "INJECTED_DROPOUT_P",
+    "PassMaskDropout",
     "HeadSplit",
     "KeyedMCDropout",
     "MCPlan",
@@ -37,6 +41,8 @@ __all__ = [
     "default_memory_budget",
     "eval_forwards",
     "eval_mode",
+    "injected_dropout",
+    "is_dropout_like",
     "iter_batches",
     "keyed_mc_dropout",
     "mc_logit_blocks",

@@ -10,7 +10,7 @@ DISTIL's. It keeps one buffer's ``[n_drop, buffer, C]`` logits (DISTIL keeps ``[
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -24,15 +24,22 @@ __all__ = ["distil_mc_blocks"]
 
 
 def distil_mc_blocks(
-    model: nn.Module, dataset: Dataset, plan: MCPlan, progress: ProgressBar
+    model: nn.Module,
+    dataset: Dataset,
+    plan: MCPlan,
+    progress: ProgressBar,
+    start_pass: Callable[[], None] | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """Pass-major MC passes. Yields ``(offset, logits)``, one ``[n_drop, buffer, C]`` block per stream buffer."""
+    """Pass-major MC passes. Yields ``(offset, logits)``, one ``[n_drop, buffer, C]`` block per stream buffer.
+    ``start_pass`` is called before each pass (DISTIL's BatchBALD resets its injected dropout's mask there)."""
     num_samples = len(dataset)
     for buffer_start in range(0, num_samples, plan.buffer_size):
         buffer_stop = min(num_samples, buffer_start + plan.buffer_size)
         loader = DataLoader(Subset(dataset, range(buffer_start, buffer_stop)), batch_size=plan.batch_size)
         block: torch.Tensor | None = None
         for k in range(plan.n_drop):
+            if start_pass is not None:
+                start_pass()
             position = 0
             for batch in loader:  # iter(loader) draws DISTIL's int64 here, once per pass
                 rows = min(plan.batch_size, buffer_stop - buffer_start - position)

@@ -1,7 +1,7 @@
 """The MC engine's entry point: the ``[n_drop, B, C]`` logit blocks of a model over a dataset, for a resolved plan.
 
 :func:`mc_logit_blocks` is the only way in. It puts the model in its MC mode (:func:`.model_state.mc_mode`), keys
-its dropout when the plan has a seed (:func:`.keyed.keyed_mc_dropout`), runs the batch-major loop
+its dropout when the plan has a seed (or injects a consistent dropout, :mod:`.injection`) (:func:`.keyed.keyed_mc_dropout`), runs the batch-major loop
 (:func:`.passes.fast_mc_blocks`) or DISTIL's pass-major one (:func:`.distil_loop.distil_mc_blocks`) over the index
 range asked for, and restores everything when the generator ends, raises or is closed.
 """
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from .distil_loop import distil_mc_blocks
+from .injection import injected_dropout
 from .keyed import KeyedMCDropout, UnkeyableDropoutError, keyed_mc_dropout
 from .model_state import mc_mode
 from .passes import fast_mc_blocks
@@ -54,11 +55,11 @@ def mc_logit_blocks(
     part = dataset if (start, stop) == (0, len(dataset)) else Subset(dataset, range(start, stop))
     with (
         ProgressBar(stop - counted_from, plan.progress and show_progress, plan.where, start - counted_from) as bar,
-        mc_mode(model, plan.mc_mode),
+        _mode(model, plan) as start_pass,
         _keyed(model, plan) as keyed,
     ):
         if plan.reproduce_distil:
-            blocks = distil_mc_blocks(model, part, plan, bar)
+            blocks = distil_mc_blocks(model, part, plan, bar, start_pass)
         else:
             blocks = fast_mc_blocks(model, part, _shifted(plan, start), bar, keyed)
         with contextlib.closing(blocks):
@@ -69,6 +70,19 @@ def mc_logit_blocks(
 def _shifted(plan: MCPlan, start: int) -> MCPlan:
     """The plan of a range that starts at ``start``: its samples keep their pool indices for keyed dropout."""
     return plan if start == 0 else dataclasses.replace(plan, id_base=plan.id_base + start)
+
+
+@contextlib.contextmanager
+def _mode(model: nn.Module, plan: MCPlan) -> Iterator[Callable[[], None] | None]:
+    """The model's MC mode, or a dropout injected before ``plan.inject_before`` (the rest in eval mode); yields
+    what to call at the start of each pass of DISTIL's loop."""
+    if plan.inject_before is None:
+        with mc_mode(model, plan.mc_mode):
+            yield None
+        return
+    per_pass_masks = plan.mc_seed is None  # torch's generator: DISTIL's one mask per pass
+    with injected_dropout(model, plan.inject_before, plan.where, per_pass_masks) as start_pass:
+        yield start_pass
 
 
 @contextlib.contextmanager

@@ -56,8 +56,11 @@ def block_rows(positions: int | torch.Tensor, count: int, device: torch.device) 
     return slice(positions, positions + count)
 
 
-def _pool_ids(offset: int | torch.Tensor, rows: int, base: int) -> torch.Tensor:
-    """int64 ``[rows]`` global pool indices of a batch's rows (CPU; keyed dropout copies them to the device)."""
+def _pool_ids(offset: int | torch.Tensor, rows: int, base: int, consistent: bool = False) -> torch.Tensor:
+    """int64 ``[rows]`` global pool indices of a batch's rows (CPU; keyed dropout copies them to the device); all 0
+    with consistent masks, which then depend on the pass only."""
+    if consistent:
+        return torch.zeros(rows, dtype=torch.int64)
     if isinstance(offset, torch.Tensor):
         return offset.to("cpu", torch.int64) + base
     return torch.arange(base + offset, base + offset + rows, dtype=torch.int64)
@@ -90,7 +93,7 @@ def mc_forward(
     Returns:
         The logits in the model's output dtype (the autocast dtype under ``amp_dtype``), pass-major.
     """
-    ids = _pool_ids(offset, rows, plan.id_base) if keyed is not None else None
+    ids = _pool_ids(offset, rows, plan.id_base, plan.consistent) if keyed is not None else None
     if grouping is None:
         grouping = PassGrouping(plan.memory_budget)
     with torch.no_grad(), autocast_for(plan.where, plan.amp_dtype, plan.device):

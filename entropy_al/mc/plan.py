@@ -57,6 +57,11 @@ class MCPlan:
         mc_seed: keyed MC dropout's seed (:mod:`entropy_al.mc.keyed`), or ``None`` for torch's own dropout.
         id_base: pool index of the dataset's sample 0 (a stream buffer's start): what keyed dropout adds to the
             offsets to key the rows by global pool index.
+        consistent: keyed dropout with one key for every sample (:mod:`entropy_al.mc.injection`): the masks of
+            pass k depend on (mc_seed, k, element) only, so each pass is one sample of the model for the whole pool
+            (what BatchBALD needs), still whatever the batching, stacking or ranks.
+        inject_before: the attribute of the model before which a consistent dropout is injected for the run (the
+            model otherwise in eval mode, as DISTIL's BatchBALD), or ``None``; see :mod:`entropy_al.mc.injection`.
         progress: show a tqdm bar over the samples.
     """
 
@@ -77,6 +82,8 @@ class MCPlan:
     reproduce_distil: bool = False
     mc_seed: int | None = None
     id_base: int = 0
+    consistent: bool = False
+    inject_before: str | None = None
     progress: bool = False
 
 
