@@ -9,6 +9,8 @@ from .active_learning_strategies import (
     EntropySamplingDropout,
     LeastConfidenceSamplingDropout,
     MarginSamplingDropout,
+    PowerBALDDropout,
+    PowerEntropySamplingDropout,
     ScoreStreamingStrategy,
     Strategy,
 )
@@ -38,5 +40,7 @@ __all__ = [
     "BALDDropout",
     "MarginSamplingDropout",
     "LeastConfidenceSamplingDropout",
+    "PowerEntropySamplingDropout",
+    "PowerBALDDropout",
     "__version__",
 ]

@@ -28,7 +28,7 @@ from .demo_checks import check_device, check_out
 __all__ = ["DemoConfig", "DemoResult", "QUICK", "STRATEGIES", "check_config", "run_demo"]
 
 NUM_CLASSES = 10
-STRATEGIES = ("entropy", "bald", "random")
+STRATEGIES = ("entropy", "bald", "power-entropy", "power-bald", "random")
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,8 @@ class DemoResult:
     select_seconds: dict[str, float]  # strategy -> total time inside selection
     seconds: float = 0.0
     files: dict[str, Path] = field(default_factory=dict)
+    # strategy -> distinct classes among the true labels of each acquired batch, shape [seeds, rounds]
+    distinct_classes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -147,9 +149,12 @@ def _select(
     """Pool indices of the ``budget`` samples the strategy ``name`` labels next."""
     if name == "random":
         return rng.choice(unlabeled, size=min(config.budget, len(unlabeled)), replace=False)
-    from . import BALDDropout, EntropySamplingDropout
+    from . import BALDDropout, EntropySamplingDropout, PowerBALDDropout, PowerEntropySamplingDropout
 
-    cls = {"entropy": EntropySamplingDropout, "bald": BALDDropout}[name]
+    classes = {"entropy": EntropySamplingDropout, "bald": BALDDropout}
+    # The power strategies sample the batch ∝ score (coldness 1), their seed drawn from torch's seeded generator.
+    classes.update({"power-entropy": PowerEntropySamplingDropout, "power-bald": PowerBALDDropout})
+    cls = classes[name]
     strategy = cls(
         TensorDataset(split.x_pool[labeled], split.y_pool[labeled]),
         _Unlabeled(split.x_pool[unlabeled]),
@@ -166,9 +171,16 @@ def _select(
 
 
 def _run_one(
-    name: str, seed: int, split: _Split, config: DemoConfig, bar: tqdm, timing: dict[str, float]
+    name: str,
+    seed: int,
+    split: _Split,
+    config: DemoConfig,
+    bar: tqdm,
+    timing: dict[str, float],
+    distinct: list[int] | None = None,
 ) -> list[float]:
-    """Test accuracy after each round of one strategy on one seed."""
+    """Test accuracy after each round of one strategy on one seed (and, into ``distinct``, the number of classes in
+    each acquired batch)."""
     n_pool = len(split.x_pool)
     labeled = np.random.default_rng(seed).choice(n_pool, size=config.initial, replace=False)
     random_rng = np.random.default_rng([seed, 1])
@@ -187,6 +199,8 @@ def _run_one(
         start = time.perf_counter()
         picked = _select(name, model, split, labeled, unlabeled, config, random_rng)
         timing[name] += time.perf_counter() - start
+        if distinct is not None:
+            distinct.append(len(np.unique(split.y_pool[torch.as_tensor(picked)].cpu().numpy())))
         labeled = np.concatenate([labeled, picked])
     return accuracies
 
@@ -226,6 +240,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     start = time.perf_counter()
     accuracy = {name: np.zeros((config.seeds, config.rounds + 1)) for name in config.strategies}
     timing = dict.fromkeys(config.strategies, 0.0)
+    distinct: dict[str, list[int]] = {name: [] for name in config.strategies}
     total = len(config.strategies) * config.seeds * (config.rounds + 1)
     with _one_thread(), tqdm(total=total, desc="active learning", unit="round", disable=not config.progress) as bar:
         for seed in range(config.seeds):
@@ -233,8 +248,9 @@ def run_demo(config: DemoConfig) -> DemoResult:
             if config.initial + config.budget * config.rounds > len(split.x_pool):
                 raise ValueError(f"demo: initial + budget * rounds exceeds the pool of {len(split.x_pool)}")
             for name in config.strategies:
-                accuracy[name][seed] = _run_one(name, seed, split, config, bar, timing)
+                accuracy[name][seed] = _run_one(name, seed, split, config, bar, timing, distinct[name])
     sizes = [config.initial + config.budget * r for r in range(config.rounds + 1)]
     result = DemoResult(config, sizes, accuracy, timing, time.perf_counter() - start)
+    result.distinct_classes = {n: np.asarray(d).reshape(config.seeds, config.rounds) for n, d in distinct.items()}
     result.files = write_outputs(result, Path(config.out))
     return result
