@@ -39,8 +39,9 @@ def _cell(values: np.ndarray, sign: str = "") -> str:
 
 
 def _count_cell(values: np.ndarray) -> str:
-    """Mean ± std of counts over seeds and rounds; the mean alone for a single value."""
-    return f"{values.mean():.1f}" if values.size < 2 else f"{values.mean():.1f} ± {values.std():.1f}"
+    """Mean ± std of counts (``[seeds, ...]``) over all their values; the mean alone for a single seed, as
+    :func:`_cell`."""
+    return f"{values.mean():.1f}" if len(values) < 2 else f"{values.mean():.1f} ± {values.std():.1f}"
 
 
 def format_table(result: DemoResult) -> str:
