@@ -12,6 +12,11 @@ array: ours (StreamingTopK.update over the same blocks, power) against a baal-st
 the way baal's PowerSampling works (scores ** β normalized, NumPy's global np.random.choice without replacement),
 and end to end from the [K, N, C] logits: ours fused against NumPy BALD (baal's formula on softmax
 probabilities) followed by that sampler. Both samplers' pick laws are checked against each other first.
+
+Table 3, select() end to end (EntropySamplingDropout on a small MLP, --select-n pool samples of 32 features,
+n_drop 10, batch_size 1000): args['acquisition'] "top", "power", "softmax", each with consecutive batches (the
+fused path) and with args['batch_sampler'] (shuffled batches: the indexed path, scored then perturbed by pool
+index), and the overhead over "top" on the same path.
 """
 
 from __future__ import annotations
@@ -100,6 +105,37 @@ def check_same_law(scores: torch.Tensor, block: int) -> None:
             raise SystemExit("a sampler's first picks do not follow s / sum(s)")
 
 
+ACQUISITION_NAMES = ("top", "power", "softmax")
+
+
+def select_table(n: int, budgets: list[int], rounds: int) -> None:
+    """Table 3: the overhead of stochastic acquisition in select(), on the fused and the batch-sampler paths."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(64, 10)
+    )
+    pool = torch.randn(n, 32)
+    order = torch.randperm(n).tolist()
+    sampler = [order[i : i + 1000] for i in range(0, n, 1000)]
+    base = {"device": "cpu", "n_drop": 10, "batch_size": 1000, "acquisition_seed": 5}
+
+    def select(k: int, acquisition: str, batches) -> None:
+        args = {**base, "acquisition": acquisition, "batch_sampler": batches}
+        entropy_al.EntropySamplingDropout(None, pool, model, 10, args).select(k)
+
+    rows = []
+    for k in budgets:
+        for path, batches in (("fused", None), ("batch_sampler", sampler)):
+            times = interleaved_min_seconds({a: (lambda a=a: select(k, a, batches)) for a in ACQUISITION_NAMES}, rounds)
+            rows.append(
+                [str(k), path]
+                + [f"{times[a] * 1e3:.1f}" for a in ACQUISITION_NAMES]
+                + [f"{(times[a] / times['top'] - 1) * 100:+.1f}%" for a in ("power", "softmax")]
+            )
+    print(f"\n# select(): EntropySamplingDropout, MLP 32-64-10, pool {n}, n_drop 10, batch_size 1000\n")
+    print_table(["k", "path", "top ms", "power ms", "softmax ms", "power overhead", "softmax overhead"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200_000)
@@ -109,9 +145,14 @@ def main() -> None:
     parser.add_argument("--budgets", default="10,1000,10000")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--select-n", type=int, default=50_000, help="pool of table 3 (select())")
+    parser.add_argument("--only-select", action="store_true", help="table 3 alone")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.only_select:
+        select_table(args.select_n, [int(v) for v in args.budgets.split(",")], args.rounds)
+        return
 
     torch.manual_seed(0)
     logits = torch.randn(args.passes, args.n, args.classes) * 3
@@ -171,6 +212,7 @@ def main() -> None:
         ],
         rows,
     )
+    select_table(args.select_n, budgets, args.rounds)
 
 
 if __name__ == "__main__":

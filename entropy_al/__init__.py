@@ -10,6 +10,8 @@ from .active_learning_strategies import (
     EntropySamplingDropout,
     LeastConfidenceSamplingDropout,
     MarginSamplingDropout,
+    PowerBALDDropout,
+    PowerEntropySamplingDropout,
     ScoreStreamingStrategy,
     Strategy,
 )
@@ -40,5 +42,7 @@ __all__ = [
     "MarginSamplingDropout",
     "LeastConfidenceSamplingDropout",
     "BatchBALDDropout",
+    "PowerEntropySamplingDropout",
+    "PowerBALDDropout",
     "__version__",
 ]

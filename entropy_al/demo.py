@@ -25,10 +25,12 @@ from tqdm.auto import tqdm
 
 from .demo_checks import check_device, check_out
 
-__all__ = ["DemoConfig", "DemoResult", "QUICK", "STRATEGIES", "check_config", "run_demo"]
+__all__ = ["DEFAULT_STRATEGIES", "DemoConfig", "DemoResult", "QUICK", "STRATEGIES", "check_config", "run_demo"]
 
 NUM_CLASSES = 10
-STRATEGIES = ("entropy", "bald", "batchbald", "random")
+# Every strategy the demo knows; the default run leaves out BatchBALD, whose greedy selection is ~20x slower here.
+STRATEGIES = ("entropy", "bald", "power-entropy", "power-bald", "batchbald", "random")
+DEFAULT_STRATEGIES = ("entropy", "bald", "power-entropy", "power-bald", "random")
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class DemoConfig:
     n_drop: int = 20  # MC-dropout passes per selection
     dropout: float = 0.5
     test_fraction: float = 0.3
-    strategies: tuple[str, ...] = STRATEGIES
+    strategies: tuple[str, ...] = DEFAULT_STRATEGIES
     device: str = "cpu"
     out: str = "demo_output"
     progress: bool = True
@@ -63,6 +65,8 @@ class DemoResult:
     select_seconds: dict[str, float]  # strategy -> total time inside selection
     seconds: float = 0.0
     files: dict[str, Path] = field(default_factory=dict)
+    # strategy -> distinct classes among the true labels of each acquired batch, shape [seeds, rounds]
+    distinct_classes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -147,9 +151,12 @@ def _select(
     """Pool indices of the ``budget`` samples the strategy ``name`` labels next."""
     if name == "random":
         return rng.choice(unlabeled, size=min(config.budget, len(unlabeled)), replace=False)
-    from . import BALDDropout, BatchBALDDropout, EntropySamplingDropout
+    from . import BALDDropout, BatchBALDDropout, EntropySamplingDropout, PowerBALDDropout, PowerEntropySamplingDropout
 
-    cls = {"entropy": EntropySamplingDropout, "bald": BALDDropout, "batchbald": BatchBALDDropout}[name]
+    classes = {"entropy": EntropySamplingDropout, "bald": BALDDropout, "batchbald": BatchBALDDropout}
+    # The power strategies sample the batch ∝ score (coldness 1), their seed drawn from torch's seeded generator.
+    classes.update({"power-entropy": PowerEntropySamplingDropout, "power-bald": PowerBALDDropout})
+    cls = classes[name]
     args = {"batch_size": 1024, "device": config.device, "n_drop": config.n_drop}
     if name == "batchbald":  # the MLP's own dropout layers, each pass one model sample (keyed consistent masks)
         args["mod_inject"] = None
@@ -169,9 +176,16 @@ def _select(
 
 
 def _run_one(
-    name: str, seed: int, split: _Split, config: DemoConfig, bar: tqdm, timing: dict[str, float]
+    name: str,
+    seed: int,
+    split: _Split,
+    config: DemoConfig,
+    bar: tqdm,
+    timing: dict[str, float],
+    distinct: list[int] | None = None,
 ) -> list[float]:
-    """Test accuracy after each round of one strategy on one seed."""
+    """Test accuracy after each round of one strategy on one seed (and, into ``distinct``, the number of classes in
+    each acquired batch)."""
     n_pool = len(split.x_pool)
     labeled = np.random.default_rng(seed).choice(n_pool, size=config.initial, replace=False)
     random_rng = np.random.default_rng([seed, 1])
@@ -190,6 +204,8 @@ def _run_one(
         start = time.perf_counter()
         picked = _select(name, model, split, labeled, unlabeled, config, random_rng)
         timing[name] += time.perf_counter() - start
+        if distinct is not None:
+            distinct.append(len(np.unique(split.y_pool[torch.as_tensor(picked)].cpu().numpy())))
         labeled = np.concatenate([labeled, picked])
     return accuracies
 
@@ -229,6 +245,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     start = time.perf_counter()
     accuracy = {name: np.zeros((config.seeds, config.rounds + 1)) for name in config.strategies}
     timing = dict.fromkeys(config.strategies, 0.0)
+    distinct: dict[str, list[int]] = {name: [] for name in config.strategies}
     total = len(config.strategies) * config.seeds * (config.rounds + 1)
     with _one_thread(), tqdm(total=total, desc="active learning", unit="round", disable=not config.progress) as bar:
         for seed in range(config.seeds):
@@ -236,8 +253,9 @@ def run_demo(config: DemoConfig) -> DemoResult:
             if config.initial + config.budget * config.rounds > len(split.x_pool):
                 raise ValueError(f"demo: initial + budget * rounds exceeds the pool of {len(split.x_pool)}")
             for name in config.strategies:
-                accuracy[name][seed] = _run_one(name, seed, split, config, bar, timing)
+                accuracy[name][seed] = _run_one(name, seed, split, config, bar, timing, distinct[name])
     sizes = [config.initial + config.budget * r for r in range(config.rounds + 1)]
     result = DemoResult(config, sizes, accuracy, timing, time.perf_counter() - start)
+    result.distinct_classes = {n: np.asarray(d).reshape(config.seeds, config.rounds) for n, d in distinct.items()}
     result.files = write_outputs(result, Path(config.out))
     return result

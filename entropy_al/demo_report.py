@@ -17,6 +17,8 @@ __all__ = ["area_under_curve", "format_table", "plot_learning_curves", "write_ou
 _LABELS = {
     "entropy": "EntropySamplingDropout",
     "bald": "BALDDropout",
+    "power-entropy": "PowerEntropySamplingDropout",
+    "power-bald": "PowerBALDDropout",
     "batchbald": "BatchBALDDropout",
     "random": "random",
 }
@@ -37,6 +39,12 @@ def _cell(values: np.ndarray, sign: str = "") -> str:
     return mean if len(values) < 2 else f"{mean} ± {100 * values.std():.1f}"
 
 
+def _count_cell(values: np.ndarray) -> str:
+    """Mean ± std of counts (``[seeds, ...]``) over all their values; the mean alone for a single seed, as
+    :func:`_cell`."""
+    return f"{values.mean():.1f}" if len(values) < 2 else f"{values.mean():.1f} ± {values.std():.1f}"
+
+
 def format_table(result: DemoResult) -> str:
     """Markdown table: mean ± std test accuracy (%) across seeds per labelled-set size and strategy, then the area
     under the curve, then each uncertainty strategy's paired gain over random."""
@@ -46,6 +54,11 @@ def format_table(result: DemoResult) -> str:
     rows = [[str(size), *(_cell(result.accuracy[n][:, i]) for n in names)] for i, size in enumerate(sizes)]
     areas = {n: area_under_curve(result.accuracy[n], sizes) for n in names}
     rows.append(["**area under curve**", *(f"**{_cell(areas[n])}**" for n in names)])
+    if result.distinct_classes and result.config.rounds:
+        # Of the batch's true labels: how diverse the picks are (10 classes; top-k piles up near-duplicates).
+        counts = [result.distinct_classes[n] for n in names]
+        rows.append(["distinct classes per batch", *(_count_cell(c) for c in counts)])
+        rows.append(["… in the first batch", *(_count_cell(c[:, 0]) for c in counts)])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     seeds = result.config.seeds
@@ -100,6 +113,7 @@ def write_outputs(result: DemoResult, out: Path) -> dict[str, Path]:
         "labeled_sizes": result.labeled_sizes,
         "accuracy": {name: acc.tolist() for name, acc in result.accuracy.items()},
         "select_seconds": result.select_seconds,
+        "distinct_classes": {name: counts.tolist() for name, counts in result.distinct_classes.items()},
         "seconds": result.seconds,
     }
     files["json"].write_text(json.dumps(raw, indent=2) + "\n")

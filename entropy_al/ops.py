@@ -22,6 +22,7 @@ __all__ = [
     "mc_scores",
     "topk_update",
     "mc_topk_update",
+    "perturb_indexed_scores",
     "check_index",
     "check_logits",
     "check_score",
@@ -213,6 +214,30 @@ def mc_topk_update(
         scores = reference.mc_scores_reference(logits, score, compute_dtype=torch.float32)
         return reference.topk_update_reference(scores, state, offset, k, acquisition, coldness, seed)
     return torch.ops.entropy_al.mc_topk_update.default(logits, state, offset, k, score, acquisition, coldness, seed)
+
+
+def perturb_indexed_scores(
+    scores: torch.Tensor,
+    indices: torch.Tensor,
+    acquisition: str = "top",
+    coldness: float = 1.0,
+    acquisition_seed: int = 0,
+) -> torch.Tensor:
+    """The float32 scores that :func:`topk_update` would rank for the pool indices ``indices`` (int64 ``[B]``, any
+    order, on the device of ``scores``): the same bits as the fused ops' perturbation, on every backend.
+
+    For blocks whose samples are not consecutive (a user's batch sampler): their keys, built from these scores and
+    ``indices`` (:func:`entropy_al.keys.encode_indexed_keys`), merge with the fused ops' keys.
+    """
+    coldness, seed = acquisition_numbers("perturb_indexed_scores", coldness, acquisition_seed)
+    check_acquisition("perturb_indexed_scores", acquisition, coldness)
+    if acquisition == "top":
+        return scores.to(torch.float32)
+    noise = None
+    if indices.device.type == "cpu" and backend(indices.device) != "torch":
+        # The compiled noise is faster than the int64 Philox of the fallback, and bit-identical to it.
+        noise = torch.ops.entropy_al._acquisition_noise.default(indices, seed)
+    return reference.perturb_indexed_scores_reference(scores, indices, acquisition, coldness, seed, noise)
 
 
 if EXTENSION_LOADED:

@@ -28,6 +28,7 @@ __all__ = [
     "deterministic_log",
     "acquisition_noise_reference",
     "perturb_scores_reference",
+    "perturb_indexed_scores_reference",
 ]
 
 # Elements of one chunk of the [K, n, C] stack: bounds the temporaries of the reference to a few tens of MB.
@@ -230,12 +231,28 @@ def perturb_scores_reference(
 ) -> torch.Tensor:
     """The float32 scores the top-k ranks: the scores themselves for ``"top"``; ``coldness * log s + G`` for
     ``"power"`` (s <= 0 → -inf, +inf stays), ``coldness * s + G`` for ``"softmax"``; NaN stays NaN."""
+    if acquisition == "top":
+        return scores.to(torch.float32)
+    index = torch.arange(offset, offset + scores.numel(), dtype=torch.int64, device=scores.device)
+    return perturb_indexed_scores_reference(scores, index, acquisition, coldness, seed)
+
+
+def perturb_indexed_scores_reference(
+    scores: torch.Tensor,
+    indices: torch.Tensor,
+    acquisition: str,
+    coldness: float,
+    seed: int,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`perturb_scores_reference` of the pool indices ``indices`` (int64 ``[B]``, any order); ``noise``: their
+    float64 Gumbel noise if already drawn (the compiled ``_acquisition_noise`` gives the same bits)."""
     scores = scores.to(torch.float32)
     if acquisition == "top":
         return scores
     s = scores.to(torch.float64)
-    index = torch.arange(offset, offset + s.numel(), dtype=torch.int64, device=s.device)
-    noise = acquisition_noise_reference(index, seed)
+    if noise is None:
+        noise = acquisition_noise_reference(indices, seed)
     if acquisition == "power":
         positive_finite = (s > 0) & (s < math.inf)
         log_s = deterministic_log(torch.where(positive_finite, s, torch.ones_like(s)))

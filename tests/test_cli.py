@@ -58,12 +58,19 @@ def test_demo_writes_table_json_and_png(tmp_path: Path, capsys: pytest.CaptureFi
     assert f"learning curve: {png}" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = table.read_text()
-    assert "| labelled | EntropySamplingDropout | BALDDropout | BatchBALDDropout | random |" in text
+    assert (
+        "| labelled | EntropySamplingDropout | BALDDropout | PowerEntropySamplingDropout | PowerBALDDropout |" in text
+    )
+    assert "| distinct classes per batch |" in text
     assert "**area under curve**" in text and text in out + "\n"
     assert "±" not in text and "one seed" in text  # one seed has no spread to show, not a spread of 0.0
     raw = json.loads((tmp_path / "results.json").read_text())
     assert raw["labeled_sizes"] == SIZES
     assert {name: np.shape(acc) for name, acc in raw["accuracy"].items()} == dict.fromkeys(demo.STRATEGIES, (1, 3))
+    # Classes among each acquired batch's labels: between 1 and the batch (10 here), per seed and round.
+    distinct = {name: np.asarray(counts) for name, counts in raw["distinct_classes"].items()}
+    assert {name: counts.shape for name, counts in distinct.items()} == dict.fromkeys(demo.STRATEGIES, (1, 2))
+    assert all(((counts >= 1) & (counts <= 10)).all() for counts in distinct.values())
 
 
 @needs_demo_extra

@@ -39,6 +39,8 @@ namespace entropy_al {
                                      const PerturbedScores& perturbed);                                  \
   at::Tensor keyed_dropout_cpu(const at::Tensor& x, double p, int64_t seed, const at::Tensor& sample_ids, \
                                const at::Tensor& pass_ids);                                              \
+  void perturb_scores_range(const float* scores, int64_t begin, int64_t end, int64_t first_index,        \
+                            const AcquisitionParams& params, float* out);                                \
   }
 
 ENTROPY_AL_DECLARE_CPU_KERNELS(cpu_default)

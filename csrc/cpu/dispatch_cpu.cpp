@@ -60,6 +60,16 @@ at::Tensor mc_scores_cpu_perturbed(const at::Tensor& logits, c10::string_view sc
   return cpu_default::mc_scores_cpu_perturbed(logits, score, perturbed);
 }
 
+void perturb_scores_range(const float* scores, int64_t begin, int64_t end, int64_t first_index,
+                          const AcquisitionParams& params, float* out) {
+  TORCH_INTERNAL_ASSERT(params.kind != Acquisition::kTop, "perturb_scores_range: 'top' scores are not perturbed");
+  if (cpu_capability() == CpuCapability::kAvx2) {
+    cpu_avx2::perturb_scores_range(scores, begin, end, first_index, params, out);
+  } else {
+    cpu_default::perturb_scores_range(scores, begin, end, first_index, params, out);
+  }
+}
+
 #ifndef ENTROPY_AL_HAVE_AVX2_KERNELS
 // Never called (cpu_has_avx2_fma() is false); defined so that the dispatch above links without the AVX2 build.
 namespace cpu_avx2 {
@@ -72,6 +82,10 @@ at::Tensor mc_scores_cpu_perturbed(const at::Tensor& logits, c10::string_view sc
 at::Tensor keyed_dropout_cpu(const at::Tensor& x, double p, int64_t seed, const at::Tensor& sample_ids,
                              const at::Tensor& pass_ids) {
   return cpu_default::keyed_dropout_cpu(x, p, seed, sample_ids, pass_ids);
+}
+void perturb_scores_range(const float* scores, int64_t begin, int64_t end, int64_t first_index,
+                          const AcquisitionParams& params, float* out) {
+  cpu_default::perturb_scores_range(scores, begin, end, first_index, params, out);
 }
 }  // namespace cpu_avx2
 #endif

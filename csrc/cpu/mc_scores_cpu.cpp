@@ -167,7 +167,8 @@ void small_classes_tile(const scalar_t* logits, int64_t K, int64_t C, int64_t st
 // The perturbed scores of samples begin..end - 1, when the fused top-k asked for them.
 inline void perturb_if_wanted(const float* out, int64_t begin, int64_t end, const PerturbedScores& perturbed) {
   if (perturbed.out != nullptr && begin < end) {
-    perturb_scores_range(out, begin, end, perturbed.first_index, perturbed.params, perturbed.out);
+    ENTROPY_AL_CPU_CAPABILITY::perturb_scores_range(out, begin, end, perturbed.first_index, perturbed.params,
+                                                    perturbed.out);
   }
 }
 

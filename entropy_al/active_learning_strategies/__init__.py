@@ -9,6 +9,8 @@ from .bayesian_active_learning_disagreement_dropout import BALDDropout
 from .entropy_sampling_dropout import EntropySamplingDropout
 from .least_confidence_sampling_dropout import LeastConfidenceSamplingDropout
 from .margin_sampling_dropout import MarginSamplingDropout
+from .power_bald_dropout import PowerBALDDropout
+from .power_entropy_sampling_dropout import PowerEntropySamplingDropout
 from .score_streaming_strategy import ScoreStreamingStrategy
 from .strategy import Strategy
 
@@ -20,4 +22,6 @@ __all__ = [
     "MarginSamplingDropout",
     "LeastConfidenceSamplingDropout",
     "BatchBALDDropout",
+    "PowerEntropySamplingDropout",
+    "PowerBALDDropout",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..selection import SelectionCheckpoint, rank_checkpoint_path
-from ._settings import CallSettings, call_seed
+from ._settings import CallSettings, call_seed, with_acquisition_seed
 
 __all__ = ["open_checkpoint", "selection_fingerprint", "selection_seeds"]
 
@@ -37,12 +37,17 @@ def selection_fingerprint(
         "mc_mode": settings.mc_mode,
         "reproduce_distil": str(settings.reproduce_distil),
         "amp_dtype": str(settings.amp_dtype),
+        "acquisition": settings.acquisition,
+        "coldness": repr(settings.coldness),
     }
 
 
 def requested_seeds(settings: CallSettings) -> dict[str, int | None]:
     """The seeds ``args`` gives (``None``: to be drawn), which a resumed selection's saved seeds must equal."""
-    return {"mc_seed": settings.mc_seed} if settings.mc_dropout == "keyed" else {}
+    requested: dict[str, int | None] = {"mc_seed": settings.mc_seed} if settings.mc_dropout == "keyed" else {}
+    if settings.acquisition != "top":
+        requested["acquisition_seed"] = settings.acquisition_seed
+    return requested
 
 
 def selection_seeds(settings: CallSettings, saved: dict[str, int]) -> dict[str, int]:
@@ -52,6 +57,9 @@ def selection_seeds(settings: CallSettings, saved: dict[str, int]) -> dict[str, 
         drawn = saved["mc_seed"] if "mc_seed" in saved else call_seed(settings)
         assert drawn is not None  # keyed dropout always has a seed
         seeds["mc_seed"] = drawn
+    if settings.acquisition != "top":  # drawn after the keyed-dropout seed, as without a checkpoint
+        saved_seed = saved.get("acquisition_seed")
+        seeds["acquisition_seed"] = saved_seed if saved_seed is not None else with_acquisition_seed(settings).acquisition_seed
     return seeds
 
 

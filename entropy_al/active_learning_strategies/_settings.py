@@ -2,11 +2,12 @@
 
 Every public method resolves its :class:`CallSettings` once (:func:`resolve_settings`, which validates ``args``)
 and passes it down; nothing below reads ``args`` again. The keyed-dropout seed of a call is drawn in one place,
-:func:`call_seed`.
+:func:`call_seed`, and the acquisition seed of a ``select`` in another, :func:`with_acquisition_seed`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from ._validation import (
     distributed_flag,
 )
 
-__all__ = ["CallSettings", "call_seed", "resolve_settings"]
+__all__ = ["CallSettings", "call_seed", "resolve_settings", "with_acquisition_seed"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ class CallSettings:
         distributed: ``args['distributed']`` (``None``, ``True`` or ``False``).
         checkpoint: ``args['checkpoint']`` as a str path, or ``None``: ``select`` saves no state.
         checkpoint_every: ``args['checkpoint_every']``: seconds between saves (0: after every streaming step).
+        acquisition: ``args['acquisition']``: ``"top"`` (the best ``budget``), ``"power"`` or ``"softmax"`` (a
+            sample, each next pick ∝ score^coldness or ∝ exp(coldness · score)).
+        coldness: ``args['coldness']`` (β) as a float.
+        acquisition_seed: the sample's seed as a signed 64-bit int (same bits): ``args['acquisition_seed']``, or
+            the draw of :func:`with_acquisition_seed`; ``None`` before that draw, and always with ``"top"``.
     """
 
     where: str
@@ -72,6 +78,9 @@ class CallSettings:
     distributed: bool | None
     checkpoint: str | None
     checkpoint_every: float
+    acquisition: str = "top"
+    coldness: float = 1.0
+    acquisition_seed: int | None = None
 
 
 def resolve_settings(where: str, args: Mapping[str, Any], device: Any) -> CallSettings:
@@ -79,11 +88,8 @@ def resolve_settings(where: str, args: Mapping[str, Any], device: Any) -> CallSe
     checked = check_args(where, args)
     reproduce = checked.get("reproduce_distil", False)
     budget = checked.get("mc_memory_budget")
-    seed = checked.get("mc_seed")
     checkpoint, checkpoint_every = check_checkpoint_args(where, checked)
-    if seed is not None:
-        seed = operator.index(seed)
-        seed = seed - (1 << 64) if seed >= (1 << 63) else seed
+    acquisition = checked.get("acquisition", "top")
     return CallSettings(
         where=where,
         batch_size=check_int(where, "args['batch_size']", checked.get("batch_size", DEFAULT_BATCH_SIZE), 1),
@@ -98,11 +104,22 @@ def resolve_settings(where: str, args: Mapping[str, Any], device: Any) -> CallSe
         num_workers=operator.index(checked.get("num_workers", 0)),
         batch_sampler=checked.get("batch_sampler"),
         mc_dropout=checked.get("mc_dropout", DEFAULT_MC_DROPOUT),
-        mc_seed=seed,
+        mc_seed=_signed_seed(checked.get("mc_seed")),
         distributed=distributed_flag(where, checked),
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
+        acquisition=acquisition,
+        coldness=float(checked.get("coldness", 1.0)),
+        acquisition_seed=None if acquisition == "top" else _signed_seed(checked.get("acquisition_seed")),
     )
+
+
+def _signed_seed(seed: Any) -> int | None:
+    """A seed in ``[-2**63, 2**64)`` as the signed 64-bit int with the same bits (``None`` stays ``None``)."""
+    if seed is None:
+        return None
+    seed = operator.index(seed)
+    return seed - (1 << 64) if seed >= (1 << 63) else seed
 
 
 def call_seed(settings: CallSettings) -> int | None:
@@ -113,3 +130,12 @@ def call_seed(settings: CallSettings) -> int | None:
     if settings.mc_seed is not None:
         return settings.mc_seed
     return int(torch.empty((), dtype=torch.int64).random_())
+
+
+def with_acquisition_seed(settings: CallSettings) -> CallSettings:
+    """``settings`` with the acquisition seed of one ``select``: ``args['acquisition_seed']``, else one int64 draw in
+    ``[0, 2**63)`` from torch's global CPU generator (so ``torch.manual_seed`` decides it). Nothing is drawn with
+    ``"top"``, which needs no seed: the default acquisition leaves the generator as it was."""
+    if settings.acquisition == "top" or settings.acquisition_seed is not None:
+        return settings
+    return dataclasses.replace(settings, acquisition_seed=int(torch.empty((), dtype=torch.int64).random_()))

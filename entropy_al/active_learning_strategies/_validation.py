@@ -7,6 +7,8 @@ Values are checked when the strategy is built (fail fast) and again when a publi
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
 import os
 from collections.abc import Callable, Mapping
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from ..ops import is_bool
 
 __all__ = [
+    "ACQUISITIONS",
     "AMP_DTYPES",
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CHECKPOINT_EVERY",
@@ -27,6 +30,8 @@ __all__ = [
     "MC_DROPOUTS",
     "MC_MODES",
     "NAN_POLICIES",
+    "check_acquisition_args",
+    "check_acquisition_score",
     "check_amp_dtype",
     "check_args",
     "check_budget",
@@ -35,6 +40,7 @@ __all__ = [
     "check_int",
     "check_mc_dropout_args",
     "check_mc_head",
+    "check_seed",
     "check_throughput_args",
     "default_device",
     "default_loss",
@@ -137,6 +143,8 @@ def check_args(where: str, args: Any) -> dict[str, Any]:
     # Where the MC passes' dropout masks come from (torch's generator or keyed): see check_mc_dropout_args.
     check_mc_dropout_args(where, checked)
     check_checkpoint_args(where, checked)
+    # How the batch is drawn from the scores (the top-k or a sample): see check_acquisition_args.
+    check_acquisition_args(where, checked)
     return checked
 
 
@@ -278,19 +286,54 @@ def check_mc_dropout_args(where: str, args: Mapping[str, Any]) -> None:
     if "mc_dropout" in args:
         _check_choice(where, "mc_dropout", args["mc_dropout"], MC_DROPOUTS)
     if args.get("mc_seed") is not None:
-        seed = args["mc_seed"]
-        if isinstance(seed, bool) or type(seed).__name__ == "bool_" or isinstance(seed, torch.Tensor):
-            raise TypeError(f"{where}: expected args['mc_seed'] to be an int, got {type(seed).__name__} {seed!r}")
-        try:
-            number = operator.index(seed)
-        except TypeError:
-            raise TypeError(
-                f"{where}: expected args['mc_seed'] to be an int, got {type(seed).__name__} {seed!r}"
-            ) from None
-        if not _SEED_RANGE[0] <= number < _SEED_RANGE[1]:
-            raise ValueError(f"{where}: expected args['mc_seed'] to be an int in [-2**63, 2**64), got {number}")
+        check_seed(where, "mc_seed", args["mc_seed"])
     if args.get("reproduce_distil", False) and args.get("mc_dropout", DEFAULT_MC_DROPOUT) == "keyed":
         raise ValueError(
             f"{where}: args['reproduce_distil'] = True reproduces DISTIL's masks with torch's own dropout and cannot "
             "be combined with args['mc_dropout'] = 'keyed'; drop one of the two keys"
+        )
+
+
+def check_seed(where: str, key: str, seed: Any) -> int:
+    """``args[key]`` as an int in ``[-2**63, 2**64)`` (Python or numpy integers; not bools or tensors)."""
+    if isinstance(seed, bool) or type(seed).__name__ == "bool_" or isinstance(seed, torch.Tensor):
+        raise TypeError(f"{where}: expected args[{key!r}] to be an int, got {type(seed).__name__} {seed!r}")
+    try:
+        number = operator.index(seed)
+    except TypeError:
+        raise TypeError(f"{where}: expected args[{key!r}] to be an int, got {type(seed).__name__} {seed!r}") from None
+    if not _SEED_RANGE[0] <= number < _SEED_RANGE[1]:
+        raise ValueError(f"{where}: expected args[{key!r}] to be an int in [-2**63, 2**64), got {number}")
+    return number
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# How select() draws the batch from the scores: the top-k ("top"), or a sample without replacement where each next
+# pick has probability ∝ score^coldness ("power") or ∝ exp(coldness · score) ("softmax"), keyed on acquisition_seed.
+
+#: ``args['acquisition']``'s values; ``"top"`` is the default.
+ACQUISITIONS = ("top", "power", "softmax")
+
+
+def check_acquisition_args(where: str, args: Mapping[str, Any]) -> None:
+    """Checks ``acquisition``, ``coldness`` and ``acquisition_seed`` where present."""
+    _check_choice(where, "acquisition", args.get("acquisition", "top"), ACQUISITIONS)
+    if "coldness" in args:
+        coldness = args["coldness"]
+        if isinstance(coldness, bool) or type(coldness).__name__ == "bool_" or not isinstance(coldness, numbers.Real):
+            raise TypeError(
+                f"{where}: expected args['coldness'] to be a float > 0, got {type(coldness).__name__} {coldness!r}"
+            )
+        if not 0 < float(coldness) < math.inf:
+            raise ValueError(f"{where}: expected args['coldness'] to be a finite float > 0, got {coldness!r}")
+    if args.get("acquisition_seed") is not None:
+        check_seed(where, "acquisition_seed", args["acquisition_seed"])
+
+
+def check_acquisition_score(where: str, acquisition: Any, score: str | None) -> None:
+    """``'power'`` needs scores >= 0: not margin's or least confidence's (``score``: the strategy's ``mc_score``)."""
+    if acquisition == "power" and score in ("margin", "least_confidence"):
+        raise ValueError(
+            f"{where}: args['acquisition'] = 'power' samples ∝ score^coldness and needs scores >= 0, but "
+            f"{score} scores are <= 0; use args['acquisition'] = 'softmax' (∝ exp(coldness · score)) instead"
         )

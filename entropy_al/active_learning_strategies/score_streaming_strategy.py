@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import torch
@@ -34,7 +35,14 @@ from ..selection import (
 from ._checkpointing import open_checkpoint
 from ._runs import PoolSlice, mc_plan
 from ._settings import CallSettings
-from ._validation import DEFAULT_N_DROP, DEFAULT_STREAM_BUFFER_SIZE, check_budget, check_int, distributed_flag
+from ._validation import (
+    DEFAULT_N_DROP,
+    DEFAULT_STREAM_BUFFER_SIZE,
+    check_acquisition_score,
+    check_budget,
+    check_int,
+    distributed_flag,
+)
 from .strategy import Strategy
 
 __all__ = ["ScoreStreamingStrategy", "merge"]
@@ -75,6 +83,8 @@ class ScoreStreamingStrategy(Strategy):
 
     #: Score of the MC-dropout strategies, a name of :data:`entropy_al.scores.SCORES`; ``None`` here.
     mc_score: ClassVar[str | None] = None
+    #: ``args`` this class defaults to, under the user's own (``{"acquisition": "power"}`` for the power classes).
+    default_args: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(
         self,
@@ -84,6 +94,8 @@ class ScoreStreamingStrategy(Strategy):
         nclasses: int,
         args: Mapping[str, Any] | None = None,
     ):
+        if self.default_args and (args is None or isinstance(args, Mapping)):
+            args = {**self.default_args, **(args or {})}
         super().__init__(labeled_dataset, unlabeled_dataset, net, nclasses, args)
         minimum = SCORE_INFO[self.mc_score].min_classes if self.mc_score is not None else 1
         if self.target_classes < minimum:
@@ -91,6 +103,7 @@ class ScoreStreamingStrategy(Strategy):
                 f"{type(self).__name__}: {self.mc_score} sampling needs nclasses >= {minimum}, got {self.target_classes}"
             )
         self.stream_buffer_size: int = self.args.get("stream_buffer_size", DEFAULT_STREAM_BUFFER_SIZE)
+        check_acquisition_score(type(self).__name__, self.args.get("acquisition", "top"), self.mc_score)
         if self.mc_score is not None:  # the MC-dropout strategies, as DISTIL's subclasses set it
             self.n_drop: int = self.args.get("n_drop", DEFAULT_N_DROP)
 
@@ -172,6 +185,7 @@ class ScoreStreamingStrategy(Strategy):
                 return []
             settings, buffer_size = self._prepare_select()
             checkpoint, seeds = open_checkpoint(self, settings, num_samples, k, (0, num_samples))
+            settings = replace(settings, acquisition_seed=seeds.get("acquisition_seed"))
             with _saved_on_failure(checkpoint):
                 collector = self._score_range(
                     settings, buffer_size, min(k, num_samples), 0, num_samples, seeds.get("mc_seed"), True, checkpoint
@@ -185,14 +199,18 @@ class ScoreStreamingStrategy(Strategy):
     def _prepare_select(self) -> tuple[CallSettings, int]:
         where = f"{type(self).__name__}.select"
         buffer_size = check_int(where, "`stream_buffer_size`", self.stream_buffer_size, 1)
-        return self._prepare("select"), buffer_size
+        settings = self._prepare("select")
+        # Before any forward: 'power' of a score that is never positive would rank every sample by index.
+        check_acquisition_score(where, settings.acquisition, self.mc_score)
+        return settings, buffer_size
 
     def _shard_request(
         self, where: str, group: dist.ProcessGroup, budget: Any
-    ) -> tuple[tuple[ShardScorer, int, int, int | None, str, Exception | None], SelectionCheckpoint | None]:
+    ) -> tuple[tuple[ShardScorer, int, int, int | None, str, Exception | None, int | None], SelectionCheckpoint | None]:
         """The arguments of :func:`entropy_al.selection.select_across_ranks` after ``group``: this rank's shard
-        scorer, pool size, budget, keyed seed (drawn on every rank, rank 0's used), NaN policy, and the exception met
-        while preparing them, which the protocol's handshake raises on every rank; and this rank's checkpoint."""
+        scorer, pool size, budget, keyed seed (drawn on every rank, rank 0's used), NaN policy, the exception met
+        while preparing them, which the protocol's handshake raises on every rank, and the acquisition seed (drawn
+        after the keyed one, on every rank; rank 0's used); and this rank's checkpoint."""
         failure: Exception | None = None
         k = num_samples = 0
         seed: int | None = None
@@ -213,15 +231,20 @@ class ScoreStreamingStrategy(Strategy):
             shard = shard_bounds(num_samples, rank, world)
             checkpoint, seeds = open_checkpoint(self, settings, num_samples, k, shard, rank, world)
             seed, nan_policy = seeds.get("mc_seed"), settings.nan_policy
+            settings = replace(settings, acquisition_seed=seeds.get("acquisition_seed"))
         except Exception as exc:
             failure, checkpoint = exc, None
 
-        def score_shard(k: int, start: int, stop: int, seed: int | None, show_progress: bool):
+        def score_shard(k, start, stop, seed, show_progress, acquisition_seed):
             if checkpoint is not None and seed is not None:
                 checkpoint.seeds["mc_seed"] = seed  # rank 0's, which every rank runs with
-            return self._score_range(settings, buffer_size, k, start, stop, seed, show_progress, checkpoint).partial()
+            if checkpoint is not None and acquisition_seed is not None:
+                checkpoint.seeds["acquisition_seed"] = acquisition_seed
+            shared = settings if acquisition_seed is None else replace(settings, acquisition_seed=acquisition_seed)
+            return self._score_range(shared, buffer_size, k, start, stop, seed, show_progress, checkpoint).partial()
 
-        return (score_shard, num_samples, k, seed, nan_policy, failure), checkpoint
+        acquisition_seed = None if failure is not None else settings.acquisition_seed
+        return (score_shard, num_samples, k, seed, nan_policy, failure, acquisition_seed), checkpoint
 
     def _score_range(
         self,
@@ -237,10 +260,12 @@ class ScoreStreamingStrategy(Strategy):
         """Scores pool samples ``start … stop − 1`` into a top-``k`` collector (whose keys carry pool indices).
 
         The whole pool for a single-process selection, one rank's shard under torch.distributed. ``seed``: the
-        selection's keyed-dropout seed (``None`` with torch's dropout). With a ``checkpoint``, the range resumes
-        where its loaded state ends, and every completed streaming step of ``buffer_size`` samples is reported to it.
+        selection's keyed-dropout seed (``None`` with torch's dropout). The acquisition is the settings'. With a
+        ``checkpoint``, the range resumes where its loaded state ends, and every completed streaming step of
+        ``buffer_size`` samples is reported to it.
         """
-        collector = TopKCollector(k, self.mc_score, buffer_size)
+        acquisition = (settings.acquisition, settings.coldness, settings.acquisition_seed or 0)
+        collector = TopKCollector(k, self.mc_score, buffer_size, *acquisition)
         resume_at = start if checkpoint is None else checkpoint.resume(collector, settings.device)
         if stop <= resume_at:
             return collector

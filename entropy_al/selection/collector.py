@@ -26,12 +26,23 @@ class TopKCollector:
         k: budget (``>= 1``).
         score: ``"entropy"``, ``"bald"``, ``"margin"`` or ``"least_confidence"`` (see :func:`entropy_al.mc_scores`).
         max_pending_samples: at most this many samples' logits wait before a merge (the stream buffer size).
+        acquisition, coldness, acquisition_seed: see :class:`StreamingTopK` (``"top"``: the best ``k``; ``"power"``
+            or ``"softmax"``: a sample of ``k``, the same for a given seed whatever the blocks).
     """
 
-    def __init__(self, k: int, score: str | None, max_pending_samples: int):
+    def __init__(
+        self,
+        k: int,
+        score: str | None,
+        max_pending_samples: int,
+        acquisition: str = "top",
+        coldness: float = 1.0,
+        acquisition_seed: int = 0,
+    ):
         self.k = k
         self.score = score
         self.max_pending_samples = max_pending_samples
+        self.acquisition, self.coldness, self.acquisition_seed = acquisition, coldness, acquisition_seed
         self.tracker = BadRowTracker()
         self._topk: StreamingTopK | None = None
         self._pending: list[torch.Tensor] = []
@@ -41,7 +52,7 @@ class TopKCollector:
     def _state(self, device: torch.device) -> StreamingTopK:
         if self._topk is None:
             # Created from the first block's device, so "cuda" and "cuda:0" never disagree.
-            self._topk = StreamingTopK(self.k, device)
+            self._topk = StreamingTopK(self.k, device, self.acquisition, self.coldness, self.acquisition_seed)
         return self._topk
 
     def add_logits(self, offset: int | torch.Tensor, logits: torch.Tensor) -> None:

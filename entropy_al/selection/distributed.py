@@ -2,10 +2,13 @@
 
 Every rank runs the same protocol, with the same pool, budget and ``args``:
 
-1. Handshake: one ``all_gather`` of ``[failed, pool size, budget, keyed seed]`` per rank. Ranks that disagree on the
-   pool size or the budget all raise a ``ValueError``; a budget of 0 or an empty pool gives ``[]`` on every rank.
-   With ``args['mc_dropout'] = 'keyed'`` every rank uses rank 0's seed (``args['mc_seed']``, or its draw), and keys
-   its shard's masks by global pool index: the selection is the single-process one for that seed.
+1. Handshake: one ``all_gather`` of ``[failed, pool size, budget, keyed seed, acquisition seed]`` per rank. Ranks
+   that disagree on the pool size or the budget all raise a ``ValueError``; a budget of 0 or an empty pool gives
+   ``[]`` on every rank. With ``args['mc_dropout'] = 'keyed'`` every rank uses rank 0's seed (``args['mc_seed']``,
+   or its draw), and keys its shard's masks by global pool index: the selection is the single-process one for that
+   seed. Likewise a stochastic acquisition (``args['acquisition']`` ``'power'`` or ``'softmax'``) perturbs every
+   rank's scores with rank 0's acquisition seed, keyed by global pool index: the perturbed keys merge as any keys
+   do, and the sample does not depend on the number of ranks.
 2. Rank ``r`` of ``W`` scores the contiguous shard ``[⌊N·r/W⌋, ⌊N·(r+1)/W⌋)`` of the ``N``-sample pool with its own
    streaming top-k (shard sizes differ by at most one; with ``N < W`` some are empty). Its keys carry pool indices.
 3. One ``all_gather`` of a fixed-size int64 row per rank: a header ``[failed, first broken pool index, broken count,
@@ -101,9 +104,10 @@ def shard_bounds(num_samples: int, rank: int, world: int) -> tuple[int, int]:
     return num_samples * rank // world, num_samples * (rank + 1) // world
 
 
-#: ``score_shard(k, start, stop, seed, show_progress)``: scores pool samples ``start … stop − 1`` into a top-``k``
-#: and returns ``(keys, summary)`` as :meth:`entropy_al.selection.TopKCollector.partial` does.
-ShardScorer = Callable[[int, int, int, "int | None", bool], tuple[torch.Tensor, torch.Tensor]]
+#: ``score_shard(k, start, stop, seed, show_progress, acquisition_seed)``: scores pool samples ``start … stop − 1``
+#: into a top-``k`` (of scores perturbed under ``acquisition_seed``, if not ``None``) and returns ``(keys, summary)``
+#: as :meth:`entropy_al.selection.TopKCollector.partial` does.
+ShardScorer = Callable[[int, int, int, "int | None", bool, "int | None"], tuple[torch.Tensor, torch.Tensor]]
 
 
 def select_across_ranks(
@@ -115,19 +119,21 @@ def select_across_ranks(
     seed: int | None,
     nan_policy: str,
     failure: Exception | None = None,
+    acquisition_seed: int | None = None,
 ) -> list[int]:
     """The selection of the ``budget`` best samples of a ``pool_size`` pool split across ``group``'s ranks.
 
-    Every rank calls it with its own ``score_shard``, its ``seed`` (rank 0's is used by all; ``None``: no seed)
-    and ``failure``, the exception this rank met while preparing the arguments (shared with every rank, which all
-    raise). Returns the same list on every rank.
+    Every rank calls it with its own ``score_shard``, its ``seed`` and ``acquisition_seed`` (rank 0's are used by
+    all; ``None``: no seed) and ``failure``, the exception this rank met while preparing the arguments (shared with
+    every rank, which all raise). Returns the same list on every rank.
     """
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     device = collective_device(where, group)
 
     # 1. Handshake: all ranks agree on the pool size and the budget before the shards are cut and rows sized.
     error = failure
-    mine = [1, 0, 0, 0] if failure is not None else [0, pool_size, budget, 0 if seed is None else seed]
+    seeds = [0 if seed is None else seed, 0 if acquisition_seed is None else acquisition_seed]
+    mine = [1, 0, 0, 0, 0] if failure is not None else [0, pool_size, budget, *seeds]
     table = _all_gather_rows(torch.tensor(mine, dtype=torch.int64, device=device), group, world).tolist()
     _raise_if_failed(where, group, rank, [row[0] for row in table], error, lambda r: "checking the pool and budget")
     if len({row[1] for row in table}) > 1 or len({row[2] for row in table}) > 1:
@@ -142,7 +148,9 @@ def select_across_ranks(
     # 2. This rank's shard, into its own streaming top-k. 3. Every rank's candidates to every rank.
     start, stop = shard_bounds(pool_size, rank, world)
     try:
-        keys, summary = score_shard(k, start, stop, None if seed is None else table[0][3], rank == 0)
+        shared_seed = None if seed is None else table[0][3]
+        shared_acquisition_seed = None if acquisition_seed is None else table[0][4]
+        keys, summary = score_shard(k, start, stop, shared_seed, rank == 0, shared_acquisition_seed)
         row = torch.cat(
             [
                 torch.zeros(1, dtype=torch.int64, device=device),

@@ -79,9 +79,9 @@ class StreamingTopK:
 
     def update_indexed(self, scores: torch.Tensor, indices: torch.Tensor) -> None:
         """Merges ``scores`` (``[B]``) of the pool samples ``indices`` (int64 ``[B]``, any order, on the device)."""
-        if self.acquisition != "top":
-            raise NotImplementedError("StreamingTopK.update_indexed: only acquisition 'top' is supported")
-        merged = torch.cat([self.state, encode_indexed_keys(scores, indices)])
+        # Perturbed by pool index exactly as the fused ops would: the keys merge with theirs, whatever the order.
+        ranked = ops.perturb_indexed_scores(scores, indices, *self._acquisition_args)
+        merged = torch.cat([self.state, encode_indexed_keys(ranked, indices)])
         self.state = merged.topk(min(self.k, merged.numel()), sorted=True).values
         self.seen += indices.numel()
 
