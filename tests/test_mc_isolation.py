@@ -233,24 +233,25 @@ def test_a_forward_that_changes_parameter_dtype_is_restored_exactly():
 
 
 class Gate(nn.Module):
-    """Blocks the first forward until released, so a second select() can enter while the first is running."""
+    """Holds each named thread's first forward until the test releases that thread, to force an overlap."""
 
-    def __init__(self):
+    def __init__(self, names: tuple[str, ...]):
         super().__init__()
-        self.entered = threading.Event()
-        self.release = threading.Event()
+        self.entered = {name: threading.Event() for name in names}
+        self.release = {name: threading.Event() for name in names}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.entered.is_set():
-            self.entered.set()
-            self.release.wait(timeout=30)
+        name = threading.current_thread().name
+        if name in self.entered and not self.entered[name].is_set():
+            self.entered[name].set()
+            self.release[name].wait(timeout=30)
         return x
 
 
 @pytest.mark.parametrize("dropout", ["torch", "keyed"])
 def test_two_threads_selecting_on_one_model_are_safe_or_refused(dropout):
     torch.manual_seed(0)
-    gate = Gate()
+    gate = Gate(("first", "second"))
     model = nn.Sequential(gate, nn.Linear(WIDTH, WIDTH), nn.BatchNorm1d(WIDTH), nn.Dropout(0.5), nn.Linear(WIDTH, 4))
     model.train()
     model[2].eval()  # a mixed train/eval state that must come back exactly
@@ -269,14 +270,17 @@ def test_two_threads_selecting_on_one_model_are_safe_or_refused(dropout):
         except RuntimeError as exc:  # a clear refusal is an acceptable outcome for the second caller
             outcomes[name] = exc
 
-    first = threading.Thread(target=run, args=("first",))
+    # The first caller is held inside its passes while the second enters; the second then finishes last, so a
+    # second caller that saved the first one's MC flags as "the model's state" would restore those.
+    first = threading.Thread(target=run, args=("first",), name="first")
     first.start()
-    assert gate.entered.wait(timeout=30)
-    second = threading.Thread(target=run, args=("second",))
+    assert gate.entered["first"].wait(timeout=30)
+    second = threading.Thread(target=run, args=("second",), name="second")
     second.start()
-    second.join(timeout=1.0)  # either refused at once or waiting for the first
-    gate.release.set()
+    gate.entered["second"].wait(timeout=2.0)  # set only if the second caller runs its passes concurrently
+    gate.release["first"].set()
     first.join(timeout=60)
+    gate.release["second"].set()
     second.join(timeout=60)
     same = (lambda got: got == expected) if dropout == "keyed" else (lambda got: len(set(got)) == len(expected))
     assert isinstance(outcomes["first"], list) and same(outcomes["first"])
