@@ -1,6 +1,9 @@
-# Fresh-machine entry points: each target creates or reuses its virtualenv, builds the extension and runs.
+# Fresh-machine entry points: each target creates or reuses its virtualenv, builds the extension, installs the
+# package into that virtualenv (editable: `.venv/bin/python`, `.venv/bin/entropy-al` work from any folder) and runs.
 #   make demo        the active-learning demo on the bundled digits data
-#   make test        CPU build + the whole test suite
+#   make test        format, lint and import-contract checks, CPU build, the whole test suite (the CPU kernel
+#                    tests twice: also on the baseline x86-64 code)
+#   make sdist-check build the source distribution, install it into a fresh virtualenv, import it, select
 #   make bench       the benchmarks (tables into the terminal; figures recorded in benchmarks/RESULTS.md)
 #   make cuda-check  full CUDA build against the CUDA torch build (no GPU needed), ptxas report, import, CPU tests
 SHELL := /bin/bash
@@ -13,26 +16,40 @@ CUDA_PY := $(CUDA_VENV)/bin/python
 # torch 2.13.0 is the CPU build on this workplace's local index; 2.14.1 is the CUDA 13.0 build.
 TORCH_CPU ?= torch==2.13.0
 TORCH_CUDA ?= torch==2.14.1
-DEPS := numpy pytest ninja tqdm hypothesis scikit-learn matplotlib
+# setuptools 77+ reads the SPDX license metadata; the builds use the venv's own (--no-build-isolation).
+DEPS := numpy pytest ninja tqdm hypothesis scikit-learn matplotlib "setuptools>=77" wheel scipy ruff import-linter
+# Test-only packages that depend on torch: installed without their dependencies, so that pip never swaps the torch
+# build above for another (batchbald-redux pins a CUDA one).
+NO_DEPS := batchbald-redux toma psutil
 export CUDA_HOME ?= /usr/local/cuda
 CUDA_ARCHS ?= 8.0;9.0+PTX
 CUDA_BUILD := build-cuda
 
-.PHONY: venv build test demo bench cuda-check clean
+.PHONY: venv build lint test demo bench cuda-check sdist-check clean
 
 $(VENV)/.installed:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_CPU) $(DEPS)
+	$(PY) -m pip install -q --no-deps $(NO_DEPS)
 	touch $@
 
 venv: $(VENV)/.installed
 
 build: $(VENV)/.installed
 	$(PY) setup.py -q build_ext --inplace
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 
-test: build
+# Format, lint and the import contracts of the layers (pyproject.toml, docs/architecture.md).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: lint build
 	$(PY) -c "import entropy_al, sys; b = entropy_al.backend(); print('entropy_al backend:', b); sys.exit(b != 'cpp')"
 	$(PY) -m pytest -q
+	@echo "The CPU kernel tests again on the baseline (non-AVX2) build of the kernels:"
+	ENTROPY_AL_CPU_CAPABILITY=default $(PY) -m pytest -q -x tests/test_cpu_dispatch.py tests/test_mc_scores.py -k "not N10001 and not fallback"
 
 demo: build
 	$(PY) -m entropy_al demo
@@ -46,6 +63,7 @@ bench: build
 $(CUDA_VENV)/.installed:
 	$(PYTHON) -m venv $(CUDA_VENV)
 	$(CUDA_PY) -m pip install -q $(TORCH_CUDA) $(DEPS)
+	$(CUDA_PY) -m pip install -q --no-deps $(NO_DEPS)
 	touch $@
 
 # Builds outside the source tree so the CPU build in entropy_al/ stays usable, then tests a staged copy of the
@@ -64,5 +82,8 @@ cuda-check: $(CUDA_VENV)/.installed
 		"import entropy_al as e; i = e.backend_info(); print(i); assert i['built_with_cuda'], i"
 	cd $(CUDA_BUILD)/stage && ENTROPY_AL_BACKEND=compiled ../../$(CUDA_PY) -m pytest -q -x -m "not slow"
 
+sdist-check: $(VENV)/.installed
+	.ci/sdist_check $(PY)
+
 clean:
-	rm -rf build $(CUDA_BUILD) $(CUDA_BUILD).log *.egg-info entropy_al/_C*.so
+	rm -rf build $(CUDA_BUILD) $(CUDA_BUILD).log *.egg-info entropy_al/_C*.so dist

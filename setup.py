@@ -5,14 +5,19 @@ with a CUDA torch and nvcc still builds (and so checks) the CUDA kernels. Enviro
   ENTROPY_AL_CUDA=auto|1|0   force the CUDA build on (fail loudly if impossible) or off; default auto
   TORCH_CUDA_ARCH_LIST       CUDA architectures; default "8.0;9.0+PTX" when unset
   ENTROPY_AL_PTXAS_VERBOSE=1 print registers and spills of every kernel (-Xptxas -v)
-  ENTROPY_AL_CPU_FLAGS       extra C++ flags; default -mavx2 -mfma when this machine has them
+  ENTROPY_AL_CPU_FLAGS       extra C++ flags (default none: the build runs on any CPU of its architecture)
   DEBUG=1                    -O0 -g
+The CPU kernels are compiled for baseline x86-64 and, on x86-64, once more for AVX2 + FMA (csrc/cpu/avx2/); the
+library picks one at run time from the CPU it runs on (csrc/cpu/cpu_kernels.h), never from the build machine.
 """
 
 import glob
 import os
+import platform
 import re
 import subprocess
+import sys
+import sysconfig
 
 import torch
 from setuptools import setup
@@ -52,15 +57,20 @@ def want_cuda() -> bool:
     return possible
 
 
-def cpu_flags() -> list[str]:
-    if "ENTROPY_AL_CPU_FLAGS" in os.environ:
-        return os.environ["ENTROPY_AL_CPU_FLAGS"].split()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            features = cpuinfo.read()
-    except OSError:
-        return []
-    return ["-mavx2", "-mfma"] if (" avx2" in features and " fma" in features) else []
+def builds_avx2_kernels() -> bool:
+    """Whether the AVX2 + FMA build of the CPU kernels is compiled: on x86-64 with GCC or clang (MSVC lacks the
+    target pragma and __builtin_cpu_supports)."""
+    return platform.machine().lower() in ("x86_64", "amd64") and os.name != "nt"
+
+
+class BuildExtension(cpp_extension.BuildExtension):
+    def finalize_options(self):
+        super().finalize_options()
+        if getattr(self, "editable_mode", False):
+            # An editable install builds in a fresh temporary folder, recompiling everything; share the objects of
+            # `setup.py build_ext --inplace` instead (ninja then recompiles only what changed).
+            plat = f"{sysconfig.get_platform()}-{sys.implementation.cache_tag}"
+            self.build_temp = os.path.join(ROOT, "build", f"temp.{plat}")
 
 
 def extension():
@@ -69,7 +79,11 @@ def extension():
     optimize = ["-O0", "-g"] if debug else ["-O3"]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     # No FP traps are relied on; without this GCC will not if-convert (vectorize) the selects of the math.
-    cxx = optimize + ["-fopenmp", "-fno-trapping-math", "-fno-math-errno"] + cpu_flags()
+    cxx = optimize + ["-fopenmp", "-fno-trapping-math", "-fno-math-errno"]
+    if builds_avx2_kernels():
+        sources += sorted(glob.glob("csrc/cpu/avx2/*.cpp"))
+        cxx.append("-DENTROPY_AL_HAVE_AVX2_KERNELS")
+    cxx += os.environ.get("ENTROPY_AL_CPU_FLAGS", "").split()
     args = {"cxx": cxx}
     extension_class = cpp_extension.CppExtension
     if use_cuda:
@@ -92,6 +106,6 @@ def extension():
 
 setup(
     ext_modules=[extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension},
+    cmdclass={"build_ext": BuildExtension},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )

@@ -32,8 +32,7 @@ from common import machine_description, print_table  # noqa: E402
 from distributed_select import embedding_pool, mc_head  # noqa: E402
 
 from entropy_al import EntropySamplingDropout  # noqa: E402
-from entropy_al.active_learning_strategies._batches import iter_batches  # noqa: E402
-from entropy_al.active_learning_strategies._model_state import mc_mode  # noqa: E402
+from entropy_al.mc import iter_batches, mc_mode  # noqa: E402
 
 
 def _best_of(fn, repeats: int) -> tuple[float, float]:

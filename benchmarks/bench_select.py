@@ -11,7 +11,7 @@ For every case and pool size N, three things run side by side (interleaved, in r
   dropout on, nothing else (no fetching, no copies to the device, no scoring), two ways: all passes stacked in one
   forward per batch (the batch repeated ``n_drop`` times along dim 0), and one pass per forward. The floor is the
   faster of the two: on a CPU a stacked forward that outgrows the caches is the slower one.
-- baseline: DISTIL's ``select`` as SPEC §1 describes it, written here: per stream buffer of 10 000 samples a
+- baseline: DISTIL's ``select`` as its documented behaviour describes it, written here: per stream buffer of 10 000 samples a
   per-item ``DataLoader(batch_size)``, pass-major (``n_drop`` passes over the buffer, each re-fetching it), the
   whole model in train mode, float32 softmax summed per pass then divided, entropy with ``torch.log``, and a Python
   merge of the 0-d score tensors into the best ``budget`` (a heap: cheaper than DISTIL's AVL tree).
@@ -35,15 +35,11 @@ Peak memory, what one call adds on top of the pool and the model (activations, b
 from __future__ import annotations
 
 import argparse
-import ctypes
 import heapq
 import os
-import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -52,67 +48,12 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # common.py, and the package built in place
-from common import machine_description, print_table  # noqa: E402
+from common import fmt_mib, machine_description, peak_rss_growth, print_table, timed  # noqa: E402
+from select_cases import CPU_CASES, CUDA_CASES, Case  # noqa: E402
 
 import entropy_al  # noqa: E402
 
 DISTIL_BUFFER = 10_000
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Cases
-
-
-class ToFloat(nn.Module):
-    """uint8 images to float in [0, 1] (the CNN's pool is stored as uint8, as image datasets are)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float().div_(255)
-
-
-def mc_head() -> nn.Module:
-    return nn.Sequential(nn.Dropout(0.2), nn.Linear(128, 64), nn.ReLU(), nn.Dropout(0.2), nn.Linear(64, 10))
-
-
-def mlp() -> nn.Module:
-    return nn.Sequential(
-        nn.Linear(784, 512), nn.ReLU(), nn.Dropout(0.3),
-        nn.Linear(512, 512), nn.ReLU(), nn.Dropout(0.3),
-        nn.Linear(512, 10),
-    )  # fmt: skip
-
-
-def cnn() -> nn.Module:
-    return nn.Sequential(
-        ToFloat(),
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, 10),
-    )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    model: Callable[[], nn.Module]
-    pool: Callable[[int, torch.Generator], torch.Tensor]  # N -> the pool, on the CPU
-    batch_size: int
-    budget: int
-    sizes: tuple[int, ...]
-    n_drop: int = 10
-
-
-CPU_CASES = [
-    Case("MC head 128-64-10", mc_head, lambda n, g: torch.randn(n, 128, generator=g), 1024, 1000,
-         (10_000, 100_000, 200_000, 1_000_000)),
-    Case("MLP 784-512-512-10", mlp, lambda n, g: torch.randn(n, 784, generator=g), 256, 100,
-         (10_000, 20_000, 100_000, 1_000_000)),
-]  # fmt: skip
-CUDA_CASES = [
-    Case("CNN 32x32x3 (uint8)", cnn,
-         lambda n, g: torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8), 256, 1000,
-         (10_000, 100_000, 1_000_000)),
-]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -141,7 +82,7 @@ def floor(model: nn.Module, batches: list[torch.Tensor], n_drop: int, stacked: b
 def distil_style_select(
     model: nn.Module, pool: TensorDataset, budget: int, n_drop: int, batch_size: int, nclasses: int, device: str
 ) -> list[int]:
-    """DISTIL's select() from SPEC §1's facts (see the module docstring)."""
+    """DISTIL's select() from its documented behaviour (see the module docstring)."""
     model.train()  # DISTIL: the whole model, never restored (the caller restores these models' flags)
     best: list[tuple[torch.Tensor, int]] = []  # min-heap of (0-d score tensor, pool index), at most budget long
     for buffer_start in range(0, len(pool), DISTIL_BUFFER):
@@ -176,60 +117,6 @@ def our_select(
     return entropy_al.EntropySamplingDropout(None, pool, model, 10, args).select(budget)
 
 
-# ------------------------------------------------------------------------------------------------------------------
-# Measuring
-
-
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as status:
-        return int(re.search(rf"^{key}:\s+(\d+) kB", status.read(), re.M).group(1))
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap memory back to the OS: VmRSS is what is in use
-    except OSError:
-        pass
-    try:
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")  # VmHWM := VmRSS (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
-
-
-def timed(fn: Callable[[], object], device: str) -> tuple[float, float | None]:
-    """(seconds, peak CUDA allocation growth in MiB, or None off CUDA) of one call."""
-    if device == "cuda":
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats()
-        cuda_before = torch.cuda.memory_allocated()
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    seconds = time.perf_counter() - start
-    cuda = (torch.cuda.max_memory_allocated() - cuda_before) / 2**20 if device == "cuda" else None
-    return seconds, cuda
-
-
-def peak_rss_growth(fn: Callable[[], object]) -> float | None:
-    """MiB by which the resident set's peak exceeds its size before ``fn()``; None where Linux cannot tell."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap memory back to the OS: VmRSS is what is in use
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")  # VmHWM := VmRSS (Linux >= 4.0)
-    except OSError:
-        return None
-    before = _status_kib("VmRSS")
-    fn()
-    return (_status_kib("VmHWM") - before) / 1024
-
-
 def check_same_selection(case: Case, model: nn.Module, pool: TensorDataset, device: str) -> None:
     """With dropout off, the baseline and select() see the same logits and must pick the same samples."""
     rates = {module: module.p for module in model.modules() if isinstance(module, nn.Dropout)}
@@ -246,10 +133,6 @@ def check_same_selection(case: Case, model: nn.Module, pool: TensorDataset, devi
             module.p = p
     if sorted(expected) != sorted(with_ours) or sorted(expected) != sorted(keyed):
         raise SystemExit(f"{case.name}: select() and the DISTIL-style baseline disagree with dropout off")
-
-
-def fmt_mib(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
 
 
 class Setup:

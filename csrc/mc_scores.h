@@ -6,9 +6,13 @@
 #include <ATen/ops/amax.h>
 #include <c10/util/Exception.h>
 
+#include <charconv>
+#include <cmath>
+
 #include <string>
 #include <string_view>
 
+#include "acquisition_math.h"
 #include "mc_scores_math.h"
 
 namespace entropy_al {
@@ -68,6 +72,41 @@ inline void check_topk_state(const char* op, const at::Tensor& state, const at::
   TORCH_CHECK_VALUE(offset >= 0, op, ": expected `offset` to be an int >= 0, got ", offset);
   TORCH_CHECK_VALUE(offset + count - 1 <= int64_t{0xffffffff}, op,
                     ": pool indices must be below 2**32, got a block ending at index ", offset + count - 1);
+}
+
+// The acquisition arguments of the top-k ops as kernel parameters. `score` is the fused op's score name (empty
+// for topk_update's raw scores): power sampling needs scores >= 0, which margin and least-confidence are not.
+// A double as Python's repr writes it (shortest round trip, "0.0" not "0"), so that the compiled ops and the
+// pure-PyTorch fallback word their errors alike.
+inline std::string python_float_repr(double value) {
+  if (std::isnan(value)) return "nan";
+  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
+  char buffer[32];
+  const auto end = std::to_chars(buffer, buffer + sizeof(buffer), value).ptr;
+  std::string text(buffer, end);
+  if (text.find_first_of(".e") == std::string::npos) text += ".0";
+  return text;
+}
+
+inline AcquisitionParams parse_acquisition(const char* op, std::string_view name, double coldness, int64_t seed,
+                                           std::string_view score = {}) {
+  Acquisition kind;
+  if (name == "top") {
+    kind = Acquisition::kTop;
+  } else if (name == "power") {
+    kind = Acquisition::kPower;
+  } else if (name == "softmax") {
+    kind = Acquisition::kSoftmax;
+  } else {
+    TORCH_CHECK_VALUE(false, op, ": expected `acquisition` to be one of 'top', 'power', 'softmax', got '",
+                      std::string(name), "'");
+  }
+  TORCH_CHECK_VALUE(std::isfinite(coldness) && coldness > 0.0, op,
+                    ": expected `coldness` to be a finite float > 0, got ", python_float_repr(coldness));
+  TORCH_CHECK_VALUE(kind != Acquisition::kPower || (score != "margin" && score != "least_confidence"), op,
+                    ": acquisition 'power' needs scores >= 0, but score '", std::string(score),
+                    "' is <= 0; use acquisition 'softmax'");
+  return make_acquisition_params(kind, coldness, seed);
 }
 
 }  // namespace entropy_al

@@ -31,10 +31,17 @@ TORCH_LIBRARY(entropy_al, m) {
   // [K, N, C] logits of K MC passes -> float32 [N] scores of the mean softmax; score names as in SPEC §1.
   m.def("mc_scores(Tensor logits, str score) -> Tensor");
   // Merges float scores [B] of pool indices offset.. into the int64 keys `state` (descending); returns the
-  // best min(k, len(state) + B) keys, descending.
-  m.def("topk_update(Tensor scores, Tensor state, int offset, int k) -> Tensor");
+  // best min(k, len(state) + B) keys, descending. acquisition "top" ranks the scores; "power" and "softmax" rank
+  // coldness * log(s) + G and coldness * s + G, G Gumbel noise keyed on (acquisition_seed, pool index).
+  m.def(
+      "topk_update(Tensor scores, Tensor state, int offset, int k, str acquisition=\"top\", float coldness=1.0, "
+      "int acquisition_seed=0) -> Tensor");
   // mc_scores of a [K, B, C] logit block fused with topk_update.
-  m.def("mc_topk_update(Tensor logits, Tensor state, int offset, int k, str score) -> Tensor");
+  m.def(
+      "mc_topk_update(Tensor logits, Tensor state, int offset, int k, str score, str acquisition=\"top\", "
+      "float coldness=1.0, int acquisition_seed=0) -> Tensor");
+  // float64 Gumbel noise of pool indices under acquisition_seed, as the top-k kernels draw it (for the tests).
+  m.def("_acquisition_noise(Tensor indices, int acquisition_seed) -> Tensor");
   // x [B, ...] * keep / (1 - p), keep drawn per element from Philox(seed; sample_ids[b], pass_ids[b], position).
   m.def("keyed_dropout(Tensor x, float p, int seed, Tensor sample_ids, Tensor pass_ids) -> Tensor");
   m.def("_build_info() -> str", &build_info);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -71,7 +72,7 @@ def _run_info() -> int:
 
 def _run_demo(args: argparse.Namespace) -> int:
     try:
-        from .demo import run_demo
+        from .demo import check_config, run_demo
 
         config = _demo_config(args)
         import matplotlib  # noqa: F401  (fail here, before minutes of training, if it is missing)
@@ -79,6 +80,11 @@ def _run_demo(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"entropy-al demo needs scikit-learn and matplotlib: pip install 'entropy_al[demo]' ({exc})")
         return 1
+    try:
+        check_config(config)  # bad --device, --out, ...: one line now, not a traceback after the training
+    except ValueError as exc:
+        print(f"entropy-al demo: error: {exc}", file=sys.stderr)
+        return 2
     result = run_demo(config)
     print()
     print(result.files["table"].read_text(), end="")

@@ -23,7 +23,9 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-__all__ = ["DemoConfig", "DemoResult", "QUICK", "STRATEGIES", "run_demo"]
+from .demo_checks import check_device, check_out
+
+__all__ = ["DemoConfig", "DemoResult", "QUICK", "STRATEGIES", "check_config", "run_demo"]
 
 NUM_CLASSES = 10
 STRATEGIES = ("entropy", "bald", "random")
@@ -189,7 +191,8 @@ def _run_one(
     return accuracies
 
 
-def _check(config: DemoConfig) -> None:
+def check_config(config: DemoConfig) -> None:
+    """A ``ValueError`` naming the first bad field; creates the output folder (proving it writable)."""
     unknown = set(config.strategies) - set(STRATEGIES)
     if unknown or not config.strategies:
         raise ValueError(f"demo: expected strategies among {STRATEGIES}, got {config.strategies}")
@@ -198,6 +201,8 @@ def _check(config: DemoConfig) -> None:
             raise ValueError(f"demo: expected `{key}` >= {0 if key == 'rounds' else 1}, got {getattr(config, key)}")
     if not 0.0 <= config.dropout < 1.0:
         raise ValueError(f"demo: expected 0 <= `dropout` < 1, got {config.dropout}")
+    check_device(config.device)
+    check_out(config.out)
 
 
 @contextmanager
@@ -217,7 +222,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     """Runs every (strategy, seed) learning curve and writes the table, the raw numbers and the plot."""
     from .demo_report import write_outputs  # matplotlib is only needed once the numbers exist
 
-    _check(config)
+    check_config(config)
     start = time.perf_counter()
     accuracy = {name: np.zeros((config.seeds, config.rounds + 1)) for name in config.strategies}
     timing = dict.fromkeys(config.strategies, 0.0)

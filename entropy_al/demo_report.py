@@ -26,8 +26,10 @@ def area_under_curve(accuracy: np.ndarray, sizes: list[int]) -> np.ndarray:
     return ((accuracy[:, 1:] + accuracy[:, :-1]) / 2 * widths).sum(1) / (sizes[-1] - sizes[0])
 
 
-def _cell(values: np.ndarray) -> str:
-    return f"{100 * values.mean():.1f} ± {100 * values.std():.1f}"
+def _cell(values: np.ndarray, sign: str = "") -> str:
+    """Mean ± std in percent; the mean alone for a single seed, whose spread is unknown rather than zero."""
+    mean = f"{100 * values.mean():{sign}.1f}"
+    return mean if len(values) < 2 else f"{mean} ± {100 * values.std():.1f}"
 
 
 def format_table(result: DemoResult) -> str:
@@ -43,7 +45,7 @@ def format_table(result: DemoResult) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     seeds = result.config.seeds
     lines.append("")
-    lines.append(f"Test accuracy (%), mean ± std over {seeds} seed{'s' * (seeds > 1)}.")
+    lines.append(f"Test accuracy (%), mean ± std over {seeds} seeds." if seeds > 1 else "Test accuracy (%), one seed.")
     if "random" in areas:
         for n in names:
             if n == "random":
@@ -52,8 +54,8 @@ def format_table(result: DemoResult) -> str:
             gain = areas[n] - areas["random"]
             wins = int((gain > 0).sum())
             lines.append(
-                f"{_LABELS[n]} − random, area under curve: {100 * gain.mean():+.1f} ± {100 * gain.std():.1f} "
-                f"points (ahead on {wins}/{seeds} seeds)."
+                f"{_LABELS[n]} − random, area under curve: {_cell(gain, '+')} points (ahead on {wins}/{seeds} "
+                f"seed{'s' * (seeds > 1)})."
             )
     return "\n".join(lines)
 

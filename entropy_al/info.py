@@ -18,6 +18,12 @@ _BACKEND_NAMES = {
 }
 
 
+_CAPABILITY_NAMES = {
+    "avx2": "avx2 (AVX2 + FMA build, chosen for this CPU; ENTROPY_AL_CPU_CAPABILITY=default forces the baseline)",
+    "default": "default (baseline build)",
+}
+
+
 def collect_info() -> dict[str, object]:
     """The report as plain data: versions, CUDA devices and :func:`entropy_al.backend_info`."""
     cuda_available = torch.cuda.is_available()
@@ -60,6 +66,7 @@ def format_info(info: dict[str, object]) -> str:
             ("built with CUDA", "yes" if info["built_with_cuda"] else "no"),
             ("CUDA archs", info["cuda_archs"] or "none"),
             ("built against torch", info["build_torch"] or "unknown"),
+            ("CPU kernels", _CAPABILITY_NAMES.get(str(info["cpu_capability"]), info["cpu_capability"])),
         ]
     width = max(len(key) for key, _ in rows)
     return "\n".join(f"{key + ':':<{width + 1}} {value}" for key, value in rows)

@@ -37,20 +37,26 @@ def _check_ids(x: torch.Tensor, ids: object, name: str) -> None:
         raise ValueError(f"keyed_dropout: expected `{name}` on {x.device} like `x`, got {ids.device}")
 
 
-def check_keyed_dropout(x: torch.Tensor, p: float, seed: int, sample_ids: torch.Tensor, pass_ids: torch.Tensor) -> None:
-    """The checks of ``keyed_dropout`` (messages as in csrc/keyed_dropout.h), plus the Python-only ones."""
+def _check_python_arguments(x: object, p: object, seed: object) -> None:
+    """What the op's schema cannot check by name: a tensor ``x``, a real ``p`` (not a bool), a 64-bit ``seed``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"keyed_dropout: expected `x` to be a torch.Tensor, got {type(x).__name__}")
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):  # numbers.Real: Python and numpy floats and ints
+        raise TypeError(f"keyed_dropout: expected `p` to be a float in [0, 1], got {type(p).__name__} {p!r}")
+    if _as_int(seed) is None or not -(1 << 63) <= _as_int(seed) < (1 << 64):
+        raise ValueError(f"keyed_dropout: expected `seed` to be an int in [-2**63, 2**64), got {seed!r}")
+
+
+def check_keyed_dropout(x: torch.Tensor, p: float, seed: int, sample_ids: torch.Tensor, pass_ids: torch.Tensor) -> None:
+    """Every check of ``keyed_dropout``: the compiled kernels make the value checks themselves (same messages, in
+    csrc/keyed_dropout.h); the fallback and the ops composed here make them with this."""
+    _check_python_arguments(x, p, seed)
     if x.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"keyed_dropout: expected `x` of dtype float32, float16, bfloat16 or float64, got {x.dtype}")
     if x.dim() < 1:
         raise ValueError(f"keyed_dropout: expected `x` of shape [B, ...] (samples first), got shape {list(x.shape)}")
-    if isinstance(p, bool) or not isinstance(p, numbers.Real):  # numbers.Real: Python and numpy floats and ints
-        raise TypeError(f"keyed_dropout: expected `p` to be a float in [0, 1], got {type(p).__name__} {p!r}")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"keyed_dropout: expected `p` in [0, 1], got {p}")
-    if _as_int(seed) is None or not -(1 << 63) <= _as_int(seed) < (1 << 64):
-        raise ValueError(f"keyed_dropout: expected `seed` to be an int in [-2**63, 2**64), got {seed!r}")
     _check_ids(x, sample_ids, "sample_ids")
     _check_ids(x, pass_ids, "pass_ids")
     per_sample = math.prod(x.shape[1:])
@@ -71,10 +77,15 @@ def _signed64(seed: int) -> int:
     return seed - (1 << 64) if seed >= (1 << 63) else seed
 
 
-def _full_ids(x: torch.Tensor, ids: torch.Tensor | int) -> torch.Tensor:
-    if _as_int(ids) is not None:
-        return torch.full((x.shape[0],), _as_int(ids), dtype=torch.int64, device=x.device)
-    return ids
+def _full_ids(x: torch.Tensor, ids: torch.Tensor | int, name: str = "pass_ids") -> torch.Tensor:
+    number = _as_int(ids)
+    if number is None:
+        return ids
+    if not -(1 << 63) <= number < (1 << 63):
+        raise ValueError(
+            f"keyed_dropout: expected `{name}` to be an int64 tensor or an int in [-2**63, 2**63), got {ids}"
+        )
+    return torch.full((x.shape[0],), number, dtype=torch.int64, device=x.device)
 
 
 def keyed_dropout(
@@ -108,7 +119,12 @@ def keyed_dropout(
         A new contiguous tensor shaped and typed like ``x``.
     """
     pass_ids = _full_ids(x, pass_ids) if isinstance(x, torch.Tensor) else pass_ids
-    check_keyed_dropout(x, p, seed, sample_ids, pass_ids)
+    _check_python_arguments(x, p, seed)
+    # Ids on another device than x would be dispatched by their device, not x's: checked before dispatch too.
+    mixed = any(isinstance(ids, torch.Tensor) and ids.device != x.device for ids in (sample_ids, pass_ids))
+    typed = all(isinstance(ids, torch.Tensor) for ids in (sample_ids, pass_ids))
+    if backend(x.device) == "torch" or mixed or not typed:
+        check_keyed_dropout(x, p, seed, sample_ids, pass_ids)
     seed = _signed64(seed)
     if backend(x.device) == "torch":
         return reference.keyed_dropout_reference(x, float(p), seed, sample_ids, pass_ids)

@@ -12,6 +12,9 @@ import struct
 
 import torch
 
+from .keys import MAX_POOL_INDEX, decode_keys, encode_keys
+from .scores import SCORES
+
 __all__ = [
     "SCORES",
     "mc_scores_reference",
@@ -21,15 +24,15 @@ __all__ = [
     "MAX_POOL_INDEX",
     "philox4x32_10_reference",
     "keyed_dropout_reference",
+    "ACQUISITIONS",
+    "deterministic_log",
+    "acquisition_noise_reference",
+    "perturb_scores_reference",
 ]
-
-SCORES = ("entropy", "bald", "margin", "least_confidence")
 
 # Elements of one chunk of the [K, n, C] stack: bounds the temporaries of the reference to a few tens of MB.
 _CHUNK_ELEMENTS = 1 << 22
 
-# Pool indices are stored in 32 bits of a 64-bit key (see encode_keys).
-MAX_POOL_INDEX = (1 << 32) - 1
 _LOW_MASK = (1 << 32) - 1
 
 
@@ -60,7 +63,7 @@ def mc_scores_reference(
     """MC-dropout scores of a ``[K, N, C]`` logit stack with torch ops; returns ``[N]`` in ``compute_dtype``.
 
     Arguments are assumed valid (``entropy_al.ops.mc_scores`` checks them). p̄ is the mean over K of
-    softmax(logits[k]); the scores are those of SPEC §1 with 0·log 0 = 0.
+    softmax(logits[k]); the scores are those of :mod:`entropy_al.scores`, with 0·log 0 = 0.
     """
     K, N, C = logits.shape
     out = torch.empty(N, dtype=compute_dtype, device=logits.device)
@@ -75,46 +78,24 @@ def mc_scores_reference(
     return out
 
 
-def _ordered_bits(scores: torch.Tensor) -> torch.Tensor:
-    """Maps float32 scores to int64 in [0, 2^32) with the same order; NaN → 0, below every number."""
-    s = scores.to(torch.float32)
-    s = torch.where(s == 0, torch.zeros_like(s), s)  # -0.0 and +0.0 tie, as in torch.sort
-    bits = s.view(torch.int32).to(torch.int64) & _LOW_MASK
-    negative = bits >= (1 << 31)
-    u = torch.where(negative, _LOW_MASK - bits, bits + (1 << 31))
-    return torch.where(torch.isnan(s), torch.zeros_like(u), u)
-
-
-def encode_keys(scores: torch.Tensor, offset: int) -> torch.Tensor:
-    """One int64 key per score whose descending order is the selection order.
-
-    High 32 bits: the score's order-preserving bits (NaN lowest); low 32 bits: the inverted pool index, so that
-    of two equal scores the lower index has the larger key. Keys are unique, so any correct top-k of them is the
-    same set in the same order on every backend.
-    """
-    index = torch.arange(offset, offset + scores.numel(), device=scores.device, dtype=torch.int64)
-    return (_ordered_bits(scores) - (1 << 31)) * (1 << 32) + (_LOW_MASK - index)
-
-
-def decode_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of :func:`encode_keys`: (float32 scores, int64 pool indices)."""
-    high = torch.div(keys, 1 << 32, rounding_mode="floor")
-    index = _LOW_MASK - (keys - high * (1 << 32))
-    u = high + (1 << 31)
-    bits = torch.where(u >= (1 << 31), u - (1 << 31), _LOW_MASK - u)
-    bits = torch.where(bits >= (1 << 31), bits - (1 << 32), bits)  # to the int32 range before the cast
-    scores = bits.to(torch.int32).view(torch.float32)
-    return scores, index
-
-
-def topk_update_reference(scores: torch.Tensor, state: torch.Tensor, offset: int, k: int) -> torch.Tensor:
-    """Merges a block of scores (pool indices ``offset…``) into ``state`` (keys, descending); keeps the best k."""
-    merged = torch.cat([state, encode_keys(scores, offset)])
+def topk_update_reference(
+    scores: torch.Tensor,
+    state: torch.Tensor,
+    offset: int,
+    k: int,
+    acquisition: str = "top",
+    coldness: float = 1.0,
+    acquisition_seed: int = 0,
+) -> torch.Tensor:
+    """Merges a block of scores (pool indices ``offset…``) into ``state`` (keys, descending); keeps the best k
+    of the scores, perturbed by :func:`perturb_scores_reference` unless ``acquisition`` is ``"top"``."""
+    ranked = perturb_scores_reference(scores, offset, acquisition, coldness, acquisition_seed)
+    merged = torch.cat([state, encode_keys(ranked, offset)])
     keep = min(k, merged.numel())
     return merged.topk(keep, sorted=True).values
 
 
-# ---- keyed dropout (csrc/keyed_dropout_math.h) ------------------------------------------------------------------
+# ---- keyed dropout (as csrc/keyed_dropout_math.h) ------------------------------------------------------------------
 # Philox4x32-10 on int64 tensors holding 32-bit words: every product is split so that nothing exceeds 2^50.
 
 _PHILOX_M0, _PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
@@ -199,3 +180,67 @@ def keyed_dropout_reference(
     if not pieces:  # no elements
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
     return torch.cat(pieces, dim=1).reshape(x.shape)
+
+
+# ---- stochastic acquisition (csrc/acquisition_math.h) -----------------------------------------------------------
+# float64 torch ops, each rounded once like the kernels' add_rn/mul_rn/div_rn, in the same order: the same bits.
+
+ACQUISITIONS = ("top", "power", "softmax")
+_ACQUISITION_KEY_TAG = 0x53544F43
+_ACQUISITION_COUNTER_TAGS = (0x61637175, 0x69726521)
+_SQRT_HALF_BITS = 0x3FE6A09E667F3BCD
+_MANTISSA_MASK = (1 << 52) - 1
+_LN2 = 0.6931471805599453
+_ATANH_SERIES = tuple(1.0 / n for n in range(11, 1, -2))  # 1/11 ... 1/3, after the leading 1/13
+
+
+def deterministic_log(x: torch.Tensor) -> torch.Tensor:
+    """Natural log of normal finite float64 ``x > 0``, bit for bit as ``deterministic_log`` in the kernels."""
+    # bits - bits(sqrt(1/2)) + 0x3ff * 2^52 stays positive for x >= 2^-1021: no overflow, a plain shift.
+    shifted = x.view(torch.int64) + ((0x3FF << 52) - _SQRT_HALF_BITS)
+    exponent = (shifted >> 52) - 0x3FF
+    m = ((shifted & _MANTISSA_MASK) + _SQRT_HALF_BITS).view(torch.float64)
+    f = m - 1.0
+    t = f / (f + 2.0)
+    t2 = t * t
+    p = torch.full_like(t, 1.0 / 13)
+    for coefficient in _ATANH_SERIES:
+        p = p * t2 + coefficient
+    log_m = (t + (t * t2) * p) * 2.0
+    return exponent.to(torch.float64) * _LN2 + log_m
+
+
+def acquisition_noise_reference(indices: torch.Tensor, seed: int) -> torch.Tensor:
+    """float64 Gumbel noise ``-log(-log u)`` of int64 pool indices ``>= 0`` under ``seed`` (any int; its 64 bits):
+    ``u = (2m + 1) 2^-53`` with m 52 bits of the Philox4x32-10 words of counter ``(i // 2 low, i // 2 high, tags)``
+    under key ``(seed low, seed high ^ tag)``; words 0, 1 for even i, 2, 3 for odd i."""
+    seed &= (1 << 64) - 1
+    pair = indices >> 1
+    tag0, tag1 = (torch.full_like(pair, tag) for tag in _ACQUISITION_COUNTER_TAGS)
+    key0, key1 = seed & _LOW_MASK, ((seed >> 32) & _LOW_MASK) ^ _ACQUISITION_KEY_TAG
+    w0, w1, w2, w3 = philox4x32_10_reference(pair & _LOW_MASK, pair >> 32, tag0, tag1, key0, key1)
+    odd = (indices & 1) == 1
+    hi, lo = torch.where(odd, w2, w0), torch.where(odd, w3, w1)
+    u = (((hi & 0xFFFFF) << 33) | (lo << 1) | 1).to(torch.float64) * 2.0**-53
+    return -deterministic_log(-deterministic_log(u))
+
+
+def perturb_scores_reference(
+    scores: torch.Tensor, offset: int, acquisition: str, coldness: float, seed: int
+) -> torch.Tensor:
+    """The float32 scores the top-k ranks: the scores themselves for ``"top"``; ``coldness * log s + G`` for
+    ``"power"`` (s <= 0 → -inf, +inf stays), ``coldness * s + G`` for ``"softmax"``; NaN stays NaN."""
+    scores = scores.to(torch.float32)
+    if acquisition == "top":
+        return scores
+    s = scores.to(torch.float64)
+    index = torch.arange(offset, offset + s.numel(), dtype=torch.int64, device=s.device)
+    noise = acquisition_noise_reference(index, seed)
+    if acquisition == "power":
+        positive_finite = (s > 0) & (s < math.inf)
+        log_s = deterministic_log(torch.where(positive_finite, s, torch.ones_like(s)))
+        outside = torch.where(s > 0, s, torch.full_like(s, -math.inf))
+        key_score = torch.where(positive_finite, coldness * log_s + noise, outside)
+    else:
+        key_score = coldness * s + noise
+    return torch.where(torch.isnan(scores), scores, key_score.to(torch.float32))

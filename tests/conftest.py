@@ -12,6 +12,11 @@ DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
 COMPILED = pytest.mark.skipif(entropy_al.backend("cpu") == "torch", reason="the compiled extension is not loaded")
 
 
+def error_case(call, error, match, id):
+    """A row of an error table: ``call()`` must raise ``error`` with a message matching ``match``."""
+    return pytest.param(call, error, match, id=id)
+
+
 def compiled_scores(logits, score):
     if entropy_al.backend(logits.device) == "torch":
         pytest.skip(f"no compiled kernel for {logits.device.type}")

@@ -15,15 +15,28 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+import entropy_al
 from entropy_al import reference
+from entropy_al.scores import SCORES
 
-DEVICES = [
-    "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="requires CUDA")),
-]
-SCORES = ("entropy", "bald", "margin", "least_confidence")
+# The MC-dropout strategy of each registered score.
+STRATEGIES: dict[str, type[entropy_al.ScoreStreamingStrategy]] = {
+    cls.mc_score: cls
+    for cls in (
+        entropy_al.EntropySamplingDropout,
+        entropy_al.BALDDropout,
+        entropy_al.MarginSamplingDropout,
+        entropy_al.LeastConfidenceSamplingDropout,
+    )
+}
+assert tuple(STRATEGIES) == SCORES, "every registered score has its strategy"
 NUM_FEATURES = 6
 NUM_CLASSES = 4
+
+
+def strategy(score: str, pool: Any, model: nn.Module, device: Any = "cpu", **args: Any) -> Any:
+    """The MC strategy of ``score`` over ``pool`` on ``device``, with ``args``."""
+    return STRATEGIES[score](None, pool, model, NUM_CLASSES, {"device": device, **args})
 
 
 def make_pool(num_samples: int, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
@@ -56,6 +69,13 @@ class FeatureNet(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         scaled = torch.cat([features[:, :1] / 64.0, features[:, 1:]], dim=1)
         return self.body(scaled) * 2.0
+
+
+def deterministic_net(seed: int = 0) -> nn.Module:
+    """FeatureNet with its dropout module kept (so passes can be stacked) but switched off."""
+    model = FeatureNet(dropout=0.5, seed=seed)
+    model.body[2].p = 0.0
+    return model
 
 
 class EmbeddingNet(nn.Module):
@@ -208,13 +228,33 @@ def assert_same_tensors(model: nn.Module, snapshot: dict[str, tuple[int, torch.T
         assert torch.equal(current[name][1], value), f"{name} changed"
 
 
-def keyed_mc_dropout_is_wired() -> bool:
-    """Whether the strategies know ``args['mc_dropout']`` (keyed MC dropout, README: ``'keyed'``): they refuse a bogus
-    value naming the key. Unknown keys pass through silently, so a strategy without the feature accepts it."""
-    from entropy_al import EntropySamplingDropout
+class ReturnsNet(nn.Module):
+    """A dropout model that returns ``make(logits, features)`` instead of its logits, with or without last=True."""
 
-    try:
-        EntropySamplingDropout(None, make_pool(1), FeatureNet(), NUM_CLASSES, {"mc_dropout": "not-a-mode"})
-    except (TypeError, ValueError) as exc:
-        return "mc_dropout" in str(exc)
-    return False
+    def __init__(self, make):
+        super().__init__()
+        self.linear = nn.Linear(NUM_FEATURES, NUM_CLASSES)
+        self.dropout = nn.Dropout(0.2)
+        self.make = make
+
+    def forward(self, x, last=False, freeze=False):
+        return self.make(self.dropout(self.linear(x)), x)
+
+
+def mc_strategy(model, cls=entropy_al.EntropySamplingDropout, pool=None, **args):
+    """A strategy over ``pool`` (default: 8 samples of :func:`make_pool`) with 2 passes in batches of 3, on the CPU."""
+    pool = make_pool(8) if pool is None else pool
+    return cls(None, pool, model, NUM_CLASSES, {"device": "cpu", "n_drop": 2, "batch_size": 3, **args})
+
+
+def assert_fails_cleanly(strategy, call, error, match):
+    """``call(strategy)`` raises; the model is left as found and the message names the method."""
+    model = strategy.model
+    flags = module_flags(model) if isinstance(model, nn.Module) else None
+    tensors = tensor_snapshot(model) if isinstance(model, nn.Module) else None
+    with pytest.raises(error, match=match) as info:
+        call(strategy)
+    assert str(info.value).startswith(type(strategy).__name__ + "."), "the message names the method"
+    if flags is not None:
+        assert module_flags(model) == flags
+        assert_same_tensors(model, tensors)

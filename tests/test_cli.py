@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from importlib.util import find_spec
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import entropy_al
 from entropy_al import demo
@@ -58,6 +60,7 @@ def test_demo_writes_table_json_and_png(tmp_path: Path, capsys: pytest.CaptureFi
     text = table.read_text()
     assert "| labelled | EntropySamplingDropout | BALDDropout | random |" in text
     assert "**area under curve**" in text and text in out + "\n"
+    assert "±" not in text and "one seed" in text  # one seed has no spread to show, not a spread of 0.0
     raw = json.loads((tmp_path / "results.json").read_text())
     assert raw["labeled_sizes"] == SIZES
     assert {name: np.shape(acc) for name, acc in raw["accuracy"].items()} == dict.fromkeys(demo.STRATEGIES, (1, 3))
@@ -116,3 +119,57 @@ def test_demo_rejects_bad_config(key: str, value: float, tmp_path: Path) -> None
     config = demo.DemoConfig(**{**demo.QUICK, key: value}, out=str(tmp_path), progress=False)
     with pytest.raises(ValueError, match=key):
         demo.run_demo(config)
+
+
+def _refuses_before_training(argv: list[str], monkeypatch, capsys) -> str:
+    """Runs the demo CLI, which must exit 2 with a one-line error and without training anything."""
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the demo started training before checking its arguments")
+
+    monkeypatch.setattr(demo, "_train", no_training)
+    assert main([*TINY[:3], *argv]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("entropy-al demo: error: "), err
+    return err
+
+
+@needs_demo_extra
+@pytest.mark.parametrize(
+    "device, match",
+    [
+        ("meta", "`device` to be 'cpu', 'cuda' or 'cuda:N', got 'meta'"),
+        ("garbage", "`device` to be 'cpu', 'cuda' or 'cuda:N', got 'garbage'"),
+        pytest.param(
+            "cuda",
+            "`device` 'cuda' is not available",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA"),
+        ),
+        ("cuda:4096", "`device` 'cuda:4096' is not available"),
+    ],
+)
+def test_demo_checks_device_before_training(device, match, tmp_path, monkeypatch, capsys) -> None:
+    err = _refuses_before_training(["--device", device, "--out", str(tmp_path)], monkeypatch, capsys)
+    assert match in err
+
+
+@needs_demo_extra
+def test_demo_checks_out_before_training(tmp_path, monkeypatch, capsys) -> None:
+    existing_file = tmp_path / "results.md"
+    existing_file.write_text("not a folder")
+    err = _refuses_before_training(["--device", "cpu", "--out", str(existing_file)], monkeypatch, capsys)
+    assert "`out`" in err and "is an existing file" in err
+    err = _refuses_before_training(["--device", "cpu", "--out", str(existing_file / "sub")], monkeypatch, capsys)
+    assert "cannot write the results into `out`" in err
+
+
+@needs_demo_extra
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_demo_checks_out_is_writable(tmp_path, monkeypatch, capsys) -> None:
+    read_only = tmp_path / "read_only"
+    read_only.mkdir(mode=0o500)
+    try:
+        err = _refuses_before_training(["--device", "cpu", "--out", str(read_only)], monkeypatch, capsys)
+    finally:
+        read_only.chmod(0o700)
+    assert "cannot write the results into `out`" in err

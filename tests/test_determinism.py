@@ -29,12 +29,11 @@ import sys
 
 import pytest
 import torch
-from strategy_fixtures import NUM_CLASSES, FeatureNet, keyed_mc_dropout_is_wired, make_pool
+from conftest import CUDA
+from strategy_fixtures import NUM_CLASSES, FeatureNet, make_pool
 
 import entropy_al
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="requires CUDA")
-KEYED = pytest.mark.skipif(not keyed_mc_dropout_is_wired(), reason="args['mc_dropout'] is not wired yet")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 POOL_SIZE = 60
@@ -47,7 +46,6 @@ PATHS = {
     "reproduce_distil": {"reproduce_distil": True},
     "keyed": {"mc_dropout": "keyed"},
 }
-PARAMS = [pytest.param(name, marks=KEYED) if name == "keyed" else name for name in PATHS]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -61,7 +59,7 @@ def selection(path: str, seed: int, device: str = "cpu", **overrides) -> list[in
     return strategy.select(12)
 
 
-@pytest.mark.parametrize("path", PARAMS)
+@pytest.mark.parametrize("path", PATHS)
 def test_same_seed_same_selection_on_cpu(path):
     first = selection(path, seed=0)
     assert selection(path, seed=0) == first
@@ -96,7 +94,7 @@ print(json.dumps({path: test_determinism.selection(path, seed=0) for path in jso
 
 def test_same_selection_in_a_fresh_process():
     """Nothing depends on the process: not on hash randomization (set iteration order), ids or allocation order."""
-    paths = [name for name in PATHS if name != "keyed" or keyed_mc_dropout_is_wired()]
+    paths = list(PATHS)
     env = {**os.environ, "PYTHONHASHSEED": "12345", "OMP_NUM_THREADS": "1"}
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
     result = subprocess.run(
@@ -112,7 +110,6 @@ def test_same_selection_in_a_fresh_process():
     assert there == {path: selection(path, seed=0) for path in paths}
 
 
-@KEYED
 def test_keyed_selection_does_not_depend_on_batching_or_stacking():
     expected = selection("keyed", seed=0)
     for overrides in ({"batch_size": 1}, {"batch_size": 60}, {"mc_memory_budget": 0}, {"stream_buffer_size": 7}):
@@ -120,7 +117,7 @@ def test_keyed_selection_does_not_depend_on_batching_or_stacking():
 
 
 @CUDA
-@pytest.mark.parametrize("path", PARAMS)
+@pytest.mark.parametrize("path", PATHS)
 def test_cuda_selection_is_repeatable(path):
     """Same seed, same GPU, same args (an explicit mc_memory_budget where stacking applies): same selection."""
     first = selection(path, seed=0, device="cuda")

@@ -1,6 +1,6 @@
 """``args['reproduce_distil'] = True`` selects exactly what DISTIL selects, under the same seed, on CPU.
 
-The oracle below is written from the facts of SPEC §1 about DISTIL (decile-team/distil, main), not from its code:
+The oracle below is written from the documented behaviour of DISTIL (decile-team/distil, main), not from its code:
 the pool is scored buffer by buffer (``stream_buffer_size``); for each buffer a ``DataLoader(batch_size,
 shuffle=False)`` is iterated ``n_drop`` times (pass-major: every pass re-reads the buffer), the whole model in
 train mode and never restored; softmax probabilities are accumulated in float32; the scores use DISTIL's formulas;
@@ -14,18 +14,9 @@ import copy
 
 import pytest
 import torch
-from strategy_fixtures import NUM_CLASSES, SCORES, FeatureNet, as_items, make_pool, stable_selection
+from strategy_fixtures import NUM_CLASSES, SCORES, STRATEGIES, FeatureNet, as_items, make_pool, stable_selection
 from torch import nn
 from torch.utils.data import DataLoader, Subset
-
-import entropy_al
-
-STRATEGIES = {
-    "entropy": entropy_al.EntropySamplingDropout,
-    "bald": entropy_al.BALDDropout,
-    "margin": entropy_al.MarginSamplingDropout,
-    "least_confidence": entropy_al.LeastConfidenceSamplingDropout,
-}
 
 
 def distil_probabilities(model: nn.Module, dataset, n_drop: int, batch_size: int) -> torch.Tensor:

@@ -9,7 +9,6 @@ and a deadline on joining them, so a hang fails the test instead of blocking it.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import time
 import warnings
@@ -22,19 +21,13 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-from strategy_fixtures import NUM_CLASSES, FailingNet, make_pool, pool_ids
+from rank_fixtures import spawn_ranks
+from strategy_fixtures import NUM_CLASSES, STRATEGIES, FailingNet, make_pool, pool_ids
 from torch import nn
 
-import entropy_al
 from entropy_al.active_learning_strategies import ScoreStreamingStrategy
-from entropy_al.active_learning_strategies._distributed import collective_device, distributed_group, shard_bounds
+from entropy_al.selection import collective_device, distributed_group, shard_bounds
 
-STRATEGIES = {
-    "entropy": entropy_al.EntropySamplingDropout,
-    "bald": entropy_al.BALDDropout,
-    "margin": entropy_al.MarginSamplingDropout,
-    "least_confidence": entropy_al.LeastConfidenceSamplingDropout,
-}
 # Inside the ranks: a collective waits at most this long for a peer (then raises).
 PG_TIMEOUT_S = 20
 # The test waits at most this long for all ranks of one spawn to exit.
@@ -172,25 +165,7 @@ def _rank_main(rank: int, world: int, init_method: str, out_dir: str, names: lis
 
 def _spawn(world: int, out_dir: Path, names: list[str]) -> list[dict[str, Any]]:
     """Runs ``names`` on a fresh ``world``-rank gloo group; returns each rank's outcomes (killing hung ranks)."""
-    context = multiprocessing.get_context("spawn")
-    init_method = (out_dir / "store").as_uri()
-    processes = [
-        context.Process(target=_rank_main, args=(rank, world, init_method, str(out_dir), names), daemon=True)
-        for rank in range(world)
-    ]
-    for process in processes:
-        process.start()
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-    hung = [rank for rank, process in enumerate(processes) if process.is_alive()]
-    for rank in hung:
-        processes[rank].kill()
-        processes[rank].join()
-    outcomes = []
-    for rank in range(world):
-        path = out_dir / f"rank{rank}.json"
-        outcomes.append(json.loads(path.read_text()) if path.exists() else {})
+    hung, outcomes = spawn_ranks(_rank_main, world, out_dir, (names,), JOIN_TIMEOUT_S)
     assert not hung, f"ranks {hung} of {world} still running after {JOIN_TIMEOUT_S} s; done: {outcomes}"
     return outcomes
 
@@ -321,8 +296,6 @@ def test_distributed_true_needs_a_process_group():
 def test_distributed_key_is_checked():
     with pytest.raises(TypeError, match=r"args\['distributed'\] to be True, False or None, got str 'yes'"):
         _mc("entropy", 5, distributed="yes")
-    assert distributed_group("where", {"distributed": None}) is None
-    assert distributed_group("where", {"distributed": False}) is None
 
 
 def test_process_group_of_one_selects_alone(tmp_path):
@@ -330,32 +303,9 @@ def test_process_group_of_one_selects_alone(tmp_path):
     dist.init_process_group(None, init_method=(tmp_path / "store").as_uri(), rank=0, world_size=1)
     try:
         assert collective_device("where", dist.group.WORLD) == torch.device("cpu")
-        assert distributed_group("where", {"distributed": True}) is None
+        assert distributed_group("where", True) is None
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", NO_DROPOUT)
             assert _mc("entropy", 23, PassNet(TIES)).select(7) == _single("entropy_ties")["selected"]
     finally:
         dist.destroy_process_group()
-
-
-@pytest.mark.parametrize("world", [1, 2, 3, 4, 7, 16])
-def test_shards_tile_the_pool(world):
-    for num_samples in [0, 1, 2, 3, 5, 16, 23, 100]:
-        bounds = [shard_bounds(num_samples, rank, world) for rank in range(world)]
-        assert bounds[0][0] == 0 and bounds[-1][1] == num_samples
-        assert all(stop == start for (_, stop), (start, _) in zip(bounds, bounds[1:], strict=False))
-        assert max(b - a for a, b in bounds) - min(b - a for a, b in bounds) <= 1
-
-
-@pytest.mark.parametrize("cuda", [True, False])
-def test_nccl_exchanges_on_the_current_cuda_device(monkeypatch, cuda):
-    from entropy_al.active_learning_strategies import _distributed
-
-    monkeypatch.setattr(_distributed.dist, "get_backend", lambda group=None: "nccl")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
-    if cuda:
-        assert collective_device("where", None) == torch.device("cuda", 1)
-    else:
-        with pytest.raises(RuntimeError, match="takes neither CPU tensors nor CUDA tensors on a visible GPU"):
-            collective_device("where", None)

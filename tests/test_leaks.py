@@ -15,12 +15,12 @@ import sys
 
 import pytest
 import torch
+from conftest import CUDA
 from strategy_fixtures import NUM_CLASSES, FeatureNet, make_pool
 from torch import nn
 
 import entropy_al
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="requires CUDA")
 statm = pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux's /proc/self/statm")
 
 CALLS = 100

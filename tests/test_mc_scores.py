@@ -8,6 +8,7 @@ from conftest import DEVICES, SCORE_BACKENDS, poison_allocator
 
 import entropy_al
 from entropy_al import reference
+from entropy_al.scores import scores_for_classes
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 CLASSES = [1, 2, 7, 10, 100, 1000, 1031]
@@ -16,10 +17,6 @@ SAMPLES = [0, 1, 257, 10001]
 # Cap on K·N·C per case so the float64 reference keeps the suite fast; every size still meets every other.
 MAX_ELEMENTS = 1_100_000
 SHAPES = [(k, n, c) for k, n, c in itertools.product(PASSES, SAMPLES, CLASSES) if k * n * c <= MAX_ELEMENTS]
-
-
-def scores_for(num_classes):
-    return [s for s in reference.SCORES if not (s == "margin" and num_classes < 2)]
 
 
 def realistic_logits(shape, dtype, device, generator):
@@ -48,7 +45,7 @@ def assert_scores_close(out, ref, what):
 def test_matches_float64_reference(device, backend, shape, dtype):
     generator = torch.Generator().manual_seed(hash((shape, str(dtype))) % 2**31)
     logits = realistic_logits(shape, dtype, device, generator)
-    for score in scores_for(shape[2]):
+    for score in scores_for_classes(shape[2]):
         ref = reference.mc_scores_reference(logits, score)
         poison_allocator(device, shape[1] * 4)
         assert_scores_close(backend(logits, score), ref, f"{score} {shape} {dtype}")
@@ -76,7 +73,7 @@ def test_extreme_rows_stay_finite(device, backend, num_classes):
     rows = extreme_rows(num_classes, device)
     # Pass k of sample n uses a different extreme row, so passes disagree wildly.
     logits = torch.stack([rows.roll(k, dims=0) for k in range(4)])
-    for score in scores_for(num_classes):
+    for score in scores_for_classes(num_classes):
         out = backend(logits, score)
         assert torch.isfinite(out).all(), f"{score}: {out}"
         assert_scores_close(out, reference.mc_scores_reference(logits, score), score)
@@ -92,7 +89,7 @@ def test_nan_and_positive_inf_poison_only_their_sample(device, backend, num_clas
     logits[2, 4, num_classes - 1] = float("inf")
     logits[:, 6, :] = float("-inf")  # no finite logit: the softmax is undefined
     logits[0, 8, 1:] = float("-inf")  # one finite logit: a valid one-hot row
-    for score in scores_for(num_classes):
+    for score in scores_for_classes(num_classes):
         out = backend(logits, score)
         assert torch.isnan(out).nonzero().flatten().tolist() == [2, 4, 6], score
         assert_scores_close(out, reference.mc_scores_reference(logits, score), score)

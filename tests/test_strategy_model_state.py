@@ -6,10 +6,11 @@ import warnings
 
 import pytest
 import torch
+from conftest import DEVICES
 from strategy_fixtures import (
-    DEVICES,
     NUM_CLASSES,
     SCORES,
+    STRATEGIES,
     FailingNet,
     FeatureNet,
     assert_same_tensors,
@@ -20,14 +21,7 @@ from strategy_fixtures import (
 from torch import nn
 
 import entropy_al
-from entropy_al.active_learning_strategies._model_state import mc_mode, preserved_state
-
-STRATEGIES = {
-    "entropy": entropy_al.EntropySamplingDropout,
-    "bald": entropy_al.BALDDropout,
-    "margin": entropy_al.MarginSamplingDropout,
-    "least_confidence": entropy_al.LeastConfidenceSamplingDropout,
-}
+from entropy_al.mc import mc_mode, preserved_state
 
 
 def bn_dropout_net(device: str) -> nn.Module:

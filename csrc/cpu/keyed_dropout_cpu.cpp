@@ -7,7 +7,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <bit>
@@ -15,8 +14,10 @@
 #include <cstdint>
 
 #include "../keyed_dropout.h"
+#include "cpu_kernels.h"
 
-namespace entropy_al {
+ENTROPY_AL_CPU_KERNELS_BEGIN
+namespace entropy_al::ENTROPY_AL_CPU_CAPABILITY {
 namespace {
 
 // Elements per chunk: a multiple of 4 (one Philox call) times the 8 calls of a vector. 8 KiB of float factors
@@ -135,6 +136,8 @@ void keyed_dropout_kernel(const scalar_t* x,  // [B, F] contiguous
   });
 }
 
+}  // namespace
+
 at::Tensor keyed_dropout_cpu(const at::Tensor& x, double p, int64_t seed, const at::Tensor& sample_ids,
                              const at::Tensor& pass_ids) {
   const int64_t F = check_keyed_dropout(x, p, sample_ids, pass_ids);
@@ -155,8 +158,5 @@ at::Tensor keyed_dropout_cpu(const at::Tensor& x, double p, int64_t seed, const 
   return out;
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(entropy_al, CPU, m) { m.impl("keyed_dropout", &keyed_dropout_cpu); }
-
-}  // namespace entropy_al
+}  // namespace entropy_al::ENTROPY_AL_CPU_CAPABILITY
+ENTROPY_AL_CPU_KERNELS_END

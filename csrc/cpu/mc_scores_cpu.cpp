@@ -4,18 +4,22 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "../mc_scores.h"
-#include "mc_scores_cpu.h"
+#include "cpu_kernels.h"
 
-namespace entropy_al {
+ENTROPY_AL_CPU_KERNELS_BEGIN
+namespace entropy_al::ENTROPY_AL_CPU_CAPABILITY {
 namespace {
 
 // Work (in logits) below which a task is not split further.
 constexpr int64_t kGrainElements = 1 << 15;
+// Sums over the classes run in blocks of this many classes (vectorized within a block, one scalar add per block):
+// with thousands of classes, one running sum per vector lane would lose about 1e-5 of the entropy in float32.
+constexpr int64_t kSumBlock = 64;
 
 template <typename scalar_t>
 void load_row(const scalar_t* row, int64_t num_classes, int64_t stride_c, float* z) {
@@ -43,14 +47,20 @@ inline RowSums exp_row(const float* z, int64_t num_classes, float* e) {
   }
   if (bad || max_z == -kInf) return {0.0f, 0.0f, true};
   float sum_e = 0.0f, sum_e_t = 0.0f;
-#pragma omp simd reduction(+ : sum_e, sum_e_t)
-  for (int64_t c = 0; c < num_classes; ++c) {
-    float t = (z[c] - max_z) * kLog2e;
-    t = t >= kMinExp2Arg ? t : kMinExp2Arg;  // -inf logits: e = 0 and e * t = 0, not NaN
-    const float ec = fast_exp2(t);
-    e[c] = ec;
-    sum_e += ec;
-    sum_e_t += ec * t;
+  for (int64_t block = 0; block < num_classes; block += kSumBlock) {
+    const int64_t end = std::min(num_classes, block + kSumBlock);
+    float block_e = 0.0f, block_e_t = 0.0f;
+#pragma omp simd reduction(+ : block_e, block_e_t)
+    for (int64_t c = block; c < end; ++c) {
+      float t = (z[c] - max_z) * kLog2e;
+      t = t >= kMinExp2Arg ? t : kMinExp2Arg;  // -inf logits: e = 0 and e * t = 0, not NaN
+      const float ec = fast_exp2(t);
+      e[c] = ec;
+      block_e += ec;
+      block_e_t += ec * t;
+    }
+    sum_e += block_e;
+    sum_e_t += block_e_t;
   }
   return {sum_e, sum_e_t, false};
 }
@@ -60,8 +70,13 @@ inline MeanProbStats mean_prob_stats(const float* p_mean, int64_t padded, Score 
   MeanProbStats stats;
   if (score == Score::kEntropy || score == Score::kBald) {
     float entropy = 0.0f;
-#pragma omp simd reduction(+ : entropy)
-    for (int64_t c = 0; c < padded; ++c) entropy += neg_p_log_p(p_mean[c]);
+    for (int64_t block = 0; block < padded; block += kSumBlock) {
+      const int64_t end = std::min(padded, block + kSumBlock);
+      float block_entropy = 0.0f;
+#pragma omp simd reduction(+ : block_entropy)
+      for (int64_t c = block; c < end; ++c) block_entropy += neg_p_log_p(p_mean[c]);
+      entropy += block_entropy;
+    }
     stats.entropy = entropy;
   } else {
     // The same top-2 as MeanProbStats::add (a repeated maximum is also the second largest), as two reductions
@@ -151,10 +166,18 @@ void small_classes_tile(const scalar_t* logits, int64_t K, int64_t C, int64_t st
   }
 }
 
+// The perturbed scores of samples begin..end - 1, when the fused top-k asked for them.
+inline void perturb_if_wanted(const float* out, int64_t begin, int64_t end, const PerturbedScores& perturbed) {
+  if (perturbed.out != nullptr && begin < end) {
+    perturb_scores_range(out, begin, end, perturbed.first_index, perturbed.params, perturbed.out);
+  }
+}
+
 template <typename scalar_t>
 void mc_scores_kernel(const scalar_t* logits,  // [K, N, C] with the strides below
                       int64_t K, int64_t N, int64_t C, int64_t stride_k, int64_t stride_n, int64_t stride_c,
-                      Score score, float* out) {  // [N]
+                      Score score, float* out,  // [N]
+                      const PerturbedScores& perturbed) {
   const int64_t grain = std::max<int64_t>(1, kGrainElements / (K * C));
   if (C <= kSmallClasses) {
     const int64_t tiles = (N + kLanes - 1) / kLanes;
@@ -164,6 +187,7 @@ void mc_scores_kernel(const scalar_t* logits,  // [K, N, C] with the strides bel
         small_classes_tile(logits, K, C, stride_k, stride_n, stride_c, score, first,
                            std::min(kLanes, N - first), out);
       }
+      perturb_if_wanted(out, begin * kLanes, std::min(end * kLanes, N), perturbed);
     });
     return;
   }
@@ -190,6 +214,7 @@ void mc_scores_kernel(const scalar_t* logits,  // [K, N, C] with the strides bel
       const MeanProbStats stats = bad ? MeanProbStats{} : mean_prob_stats(p_mean.data(), padded, score);
       out[n] = finalize_score(score, stats, sum_row_entropy * inv_passes, bad);
     }
+    perturb_if_wanted(out, begin, end, perturbed);
   });
 }
 
@@ -197,6 +222,11 @@ void mc_scores_kernel(const scalar_t* logits,  // [K, N, C] with the strides bel
 
 at::Tensor mc_scores_cpu(const at::Tensor& logits, c10::string_view score_name) {
   check_logits("mc_scores", logits);
+  return mc_scores_cpu_perturbed(logits, score_name, {});
+}
+
+at::Tensor mc_scores_cpu_perturbed(const at::Tensor& logits, c10::string_view score_name,
+                                   const PerturbedScores& perturbed) {
   const Score score = parse_score("mc_scores", score_name, logits.size(2));
   const int64_t K = logits.size(0), N = logits.size(1), C = logits.size(2);
   at::Tensor out = at::empty({N}, logits.options().dtype(at::kFloat));
@@ -204,11 +234,10 @@ at::Tensor mc_scores_cpu(const at::Tensor& logits, c10::string_view score_name) 
   const at::Tensor input = shift_float64_rows(logits);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "mc_scores_cpu", [&] {
     mc_scores_kernel<scalar_t>(input.const_data_ptr<scalar_t>(), K, N, C, input.stride(0), input.stride(1),
-                               input.stride(2), score, out.mutable_data_ptr<float>());
+                               input.stride(2), score, out.mutable_data_ptr<float>(), perturbed);
   });
   return out;
 }
 
-TORCH_LIBRARY_IMPL(entropy_al, CPU, m) { m.impl("mc_scores", &mc_scores_cpu); }
-
-}  // namespace entropy_al
+}  // namespace entropy_al::ENTROPY_AL_CPU_CAPABILITY
+ENTROPY_AL_CPU_KERNELS_END

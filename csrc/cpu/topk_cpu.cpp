@@ -14,6 +14,8 @@
 namespace entropy_al {
 namespace {
 
+// Merges the keys of scores[0..count) (pool indices offset..) into `state`. Stochastic acquisition passes the
+// perturbed scores (see acquisition_math.h): they are encoded like any score.
 at::Tensor merge_block(const float* scores, int64_t count, const at::Tensor& state_in, int64_t offset, int64_t k) {
   const at::Tensor state = state_in.contiguous();
   const int64_t kept = state.numel();
@@ -49,22 +51,38 @@ at::Tensor merge_block(const float* scores, int64_t count, const at::Tensor& sta
   return out;
 }
 
-at::Tensor topk_update_cpu(const at::Tensor& scores, const at::Tensor& state, int64_t offset, int64_t k) {
+at::Tensor topk_update_cpu(const at::Tensor& scores, const at::Tensor& state, int64_t offset, int64_t k,
+                           c10::string_view acquisition, double coldness, int64_t acquisition_seed) {
   TORCH_CHECK_TYPE(scores.dim() == 1 && scores.is_floating_point(),
                    "topk_update: expected `scores` to be a 1-D floating tensor, got ", dtype_name(scores.scalar_type()),
                    " tensor of shape ", scores.sizes());
   check_topk_state("topk_update", state, scores.device(), offset, scores.numel(), k);
+  const AcquisitionParams params = parse_acquisition("topk_update", acquisition, coldness, acquisition_seed);
   const at::Tensor block = scores.to(at::kFloat).contiguous();
-  return merge_block(block.const_data_ptr<float>(), block.numel(), state, offset, k);
+  if (params.kind == Acquisition::kTop || k == 0) {
+    return merge_block(block.const_data_ptr<float>(), block.numel(), state, offset, k);
+  }
+  std::vector<float> perturbed(block.numel());
+  perturb_scores_cpu(block.const_data_ptr<float>(), block.numel(), offset, params, perturbed.data());
+  return merge_block(perturbed.data(), block.numel(), state, offset, k);
 }
 
 at::Tensor mc_topk_update_cpu(const at::Tensor& logits, const at::Tensor& state, int64_t offset, int64_t k,
-                              c10::string_view score) {
+                              c10::string_view score, c10::string_view acquisition, double coldness,
+                              int64_t acquisition_seed) {
   check_logits("mc_topk_update", logits);
   parse_score("mc_topk_update", score, logits.size(2));
   check_topk_state("mc_topk_update", state, logits.device(), offset, logits.size(1), k);
-  const at::Tensor block = mc_scores_cpu(logits, score);
-  return merge_block(block.const_data_ptr<float>(), block.numel(), state, offset, k);
+  const AcquisitionParams params =
+      parse_acquisition("mc_topk_update", acquisition, coldness, acquisition_seed, score);
+  if (params.kind == Acquisition::kTop || k == 0) {
+    const at::Tensor block = mc_scores_cpu(logits, score);
+    return merge_block(block.const_data_ptr<float>(), block.numel(), state, offset, k);
+  }
+  // The scoring tasks perturb their own samples' scores (no second parallel region).
+  std::vector<float> perturbed(logits.size(1));
+  mc_scores_cpu_perturbed(logits, score, {params, offset, perturbed.data()});
+  return merge_block(perturbed.data(), logits.size(1), state, offset, k);
 }
 
 }  // namespace

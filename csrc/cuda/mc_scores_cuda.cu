@@ -19,7 +19,7 @@
 //   re-reads are L1/L2 hits when the sample's tile fits): correct, memory O(grid K), not bandwidth-optimal.
 // - Reductions are CUB WarpReduce (logical warps of G lanes) and BlockReduce; the statistics of p̄ (entropy,
 //   top-2) reduce as MeanProbStats with its merge. A sample with a NaN/+inf logit, or a row of only -inf, is
-//   NaN. The fused top-k passes `keys`: the kernel then writes encode_key(score, index) instead of scores.
+//   NaN. The fused top-k passes `keys`: the kernel then writes acquisition_key(score, index) instead of scores.
 // - Expected (to measure on a GPU): 32..138 registers per thread, no spills; each SM keeps ~32..64 KiB of
 //   fp32 loads in flight (half for bf16), so C >= 64 should approach the copy roof. C <= 16 is the weak
 //   spot: sub-warp loads touch ~3 sectors per useful one (L1 absorbs it), and the shuffles per row exceed
@@ -181,9 +181,9 @@ struct Group<kThreads, false> {
 
 // The result of sample n: its score, or its top-k key when the fused top-k asked for keys.
 __device__ __forceinline__ void store_result(float value, int64_t n, float* scores, int64_t* keys,
-                                             int64_t first_index) {
+                                             int64_t first_index, const AcquisitionParams& acquisition) {
   if (keys != nullptr) {
-    keys[n] = encode_key(value, first_index + n);
+    keys[n] = acquisition_key(value, first_index + n, acquisition);
   } else {
     scores[n] = value;
   }
@@ -211,7 +211,7 @@ __global__ void __launch_bounds__(Group<kThreads>::kBlockThreads, 1)
                               int64_t stride_c, Score score,
                               float* __restrict__ scores,   // [N] or null
                               int64_t* __restrict__ keys,   // [N] or null
-                              int64_t first_index) {
+                              int64_t first_index, AcquisitionParams acquisition) {
   using G = Group<kThreads>;
   constexpr bool kPrefetch = kValues <= 8;
   __shared__ typename G::TempStorage temp;
@@ -277,7 +277,8 @@ __global__ void __launch_bounds__(Group<kThreads>::kBlockThreads, 1)
     }
     stats = group.reduce_stats(stats);
     if (group.rank == 0) {
-      store_result(finalize_score(score, stats, sum_row_entropy * inv_passes, bad), n, scores, keys, first_index);
+      store_result(finalize_score(score, stats, sum_row_entropy * inv_passes, bad), n, scores, keys, first_index,
+                   acquisition);
     }
   }
 }
@@ -292,7 +293,7 @@ __global__ void __launch_bounds__(kLargeThreads, 1)
                                    int64_t stride_c, Score score,
                                    float* __restrict__ scores,  // [N] or null
                                    int64_t* __restrict__ keys,  // [N] or null
-                                   int64_t first_index,
+                                   int64_t first_index, AcquisitionParams acquisition,
                                    float* row_stats_all) {  // [gridDim.x, K, 2]; written and read here: no nc loads
   using G = Group<kLargeThreads>;
   __shared__ typename G::TempStorage temp;
@@ -361,7 +362,8 @@ __global__ void __launch_bounds__(kLargeThreads, 1)
     // Starts with a barrier: every thread is done reading row_stats before rank 0 rewrites them.
     stats = group.reduce_stats(stats);
     if (group.rank == 0) {
-      store_result(finalize_score(score, stats, sum_row_entropy * inv_passes, bad), n, scores, keys, first_index);
+      store_result(finalize_score(score, stats, sum_row_entropy * inv_passes, bad), n, scores, keys, first_index,
+                   acquisition);
     }
   }
 }
@@ -401,7 +403,7 @@ unsigned int grid_size(int64_t work_blocks, int block_threads) {
 }  // namespace
 
 void mc_scores_cuda_launch(const at::Tensor& raw_logits, Score score, float* scores, int64_t* keys,
-                           int64_t first_index) {
+                           int64_t first_index, const AcquisitionParams& acquisition) {
   const at::Tensor logits = shift_float64_rows(raw_logits);
   const int64_t K = logits.size(0), N = logits.size(1), C = logits.size(2);
   if (N == 0) return;
@@ -415,14 +417,14 @@ void mc_scores_cuda_launch(const at::Tensor& raw_logits, Score score, float* sco
       const int64_t work_blocks = (N + G::kGroupsPerBlock - 1) / G::kGroupsPerBlock;
       mc_scores_register_kernel<scalar_t, Tile::kThreads, Tile::kValues>
           <<<grid_size(work_blocks, G::kBlockThreads), G::kBlockThreads, 0, stream>>>(
-              data, K, N, C, stride_k, stride_n, stride_c, score, scores, keys, first_index);
+              data, K, N, C, stride_k, stride_n, stride_c, score, scores, keys, first_index, acquisition);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
     if (!in_registers) {
       const unsigned int grid = grid_size(N, kLargeThreads);
       at::Tensor row_stats = at::empty({static_cast<int64_t>(grid) * K * 2}, logits.options().dtype(at::kFloat));
       mc_scores_large_classes_kernel<scalar_t><<<grid, kLargeThreads, 0, stream>>>(
-          data, K, N, C, stride_k, stride_n, stride_c, score, scores, keys, first_index,
+          data, K, N, C, stride_k, stride_n, stride_c, score, scores, keys, first_index, acquisition,
           row_stats.mutable_data_ptr<float>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }

@@ -32,11 +32,11 @@ constexpr int kEncodeBlocksPerSm = 8;
 
 __global__ void __launch_bounds__(kEncodeThreads)
     encode_keys_kernel(const float* __restrict__ scores,  // [count] with stride `stride`
-                       int64_t stride, int64_t count, int64_t first_index,
+                       int64_t stride, int64_t count, int64_t first_index, AcquisitionParams acquisition,
                        int64_t* __restrict__ keys) {  // [count]
   const int64_t step = static_cast<int64_t>(gridDim.x) * kEncodeThreads;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kEncodeThreads + threadIdx.x; i < count; i += step) {
-    keys[i] = encode_key(scores[i * stride], first_index + i);
+    keys[i] = acquisition_key(scores[i * stride], first_index + i, acquisition);
   }
 }
 
@@ -54,11 +54,13 @@ at::Tensor best_keys(const at::Tensor& merged, int64_t k) {
   return std::get<0>(at::topk(merged, keep, /*dim=*/0, /*largest=*/true, /*sorted=*/true));
 }
 
-at::Tensor topk_update_cuda(const at::Tensor& scores, const at::Tensor& state, int64_t offset, int64_t k) {
+at::Tensor topk_update_cuda(const at::Tensor& scores, const at::Tensor& state, int64_t offset, int64_t k,
+                            c10::string_view acquisition, double coldness, int64_t acquisition_seed) {
   TORCH_CHECK_TYPE(scores.dim() == 1 && scores.is_floating_point(),
                    "topk_update: expected `scores` to be a 1-D floating tensor, got ", scores.scalar_type(),
                    " tensor of shape ", scores.sizes());
   check_topk_state("topk_update", state, scores.device(), offset, scores.numel(), k);
+  const AcquisitionParams params = parse_acquisition("topk_update", acquisition, coldness, acquisition_seed);
   TORCH_INTERNAL_ASSERT(scores.is_cuda(), "topk_update_cuda: the dispatcher sent scores on ", scores.device());
   const c10::cuda::CUDAGuard device_guard(scores.device());
   const int64_t count = scores.numel();
@@ -71,7 +73,7 @@ at::Tensor topk_update_cuda(const at::Tensor& scores, const at::Tensor& state, i
     const int64_t work_blocks = (count + kEncodeThreads - 1) / kEncodeThreads;
     const int64_t grid = std::min<int64_t>(work_blocks, int64_t{multiprocessor_count()} * kEncodeBlocksPerSm);
     encode_keys_kernel<<<static_cast<unsigned int>(grid), kEncodeThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        block.const_data_ptr<float>(), block.stride(0), count, offset,
+        block.const_data_ptr<float>(), block.stride(0), count, offset, params,
         merged.mutable_data_ptr<int64_t>() + state.numel());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
@@ -79,17 +81,20 @@ at::Tensor topk_update_cuda(const at::Tensor& scores, const at::Tensor& state, i
 }
 
 at::Tensor mc_topk_update_cuda(const at::Tensor& logits, const at::Tensor& state, int64_t offset, int64_t k,
-                               c10::string_view score_name) {
+                               c10::string_view score_name, c10::string_view acquisition, double coldness,
+                               int64_t acquisition_seed) {
   check_logits("mc_topk_update", logits);
   const Score score = parse_score("mc_topk_update", score_name, logits.size(2));
   check_topk_state("mc_topk_update", state, logits.device(), offset, logits.size(1), k);
+  const AcquisitionParams params =
+      parse_acquisition("mc_topk_update", acquisition, coldness, acquisition_seed, score_name);
   TORCH_INTERNAL_ASSERT(logits.is_cuda(), "mc_topk_update_cuda: the dispatcher sent logits on ", logits.device());
   const c10::cuda::CUDAGuard device_guard(logits.device());
   const int64_t count = logits.size(1);
   if (std::min(k, state.numel() + count) == 0) return at::empty({0}, state.options());
   at::Tensor merged = keys_buffer(state, count);
   // The scoring kernel writes the block's keys straight after the state's: no float scores in between.
-  mc_scores_cuda_launch(logits, score, nullptr, merged.mutable_data_ptr<int64_t>() + state.numel(), offset);
+  mc_scores_cuda_launch(logits, score, nullptr, merged.mutable_data_ptr<int64_t>() + state.numel(), offset, params);
   return best_keys(merged, k);
 }
 

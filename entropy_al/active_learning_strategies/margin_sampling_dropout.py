@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
-
-from torch import nn
-from torch.utils.data import Dataset
+from typing import ClassVar
 
 from .score_streaming_strategy import ScoreStreamingStrategy
 
@@ -26,15 +22,3 @@ class MarginSamplingDropout(ScoreStreamingStrategy):
     """
 
     mc_score: ClassVar[str | None] = "margin"
-
-    def __init__(
-        self,
-        labeled_dataset: Dataset,
-        unlabeled_dataset: Dataset,
-        net: nn.Module,
-        nclasses: int,
-        args: Mapping[str, Any] | None = None,
-    ):
-        super().__init__(labeled_dataset, unlabeled_dataset, net, nclasses, args)
-        if self.target_classes < 2:
-            raise ValueError(f"{type(self).__name__}: margin sampling needs nclasses >= 2, got {self.target_classes}")

@@ -9,32 +9,46 @@ still works: its buffer scores are merged by the same streaming top-k.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
+from ..mc import ProgressBar, block_rows, dataset_length, mc_logit_blocks
 from ..ops import mc_scores
-from ._args import (
-    DEFAULT_N_DROP,
-    DEFAULT_STREAM_BUFFER_SIZE,
-    RunSettings,
-    check_budget,
-    check_int,
-    draw_mc_seed,
-    mc_dropout_settings,
+from ..scores import SCORE_INFO
+from ..selection import (
+    BadRowTracker,
+    ShardScorer,
+    TopKCollector,
+    apply_nan_policy,
+    distributed_group,
+    select_across_ranks,
 )
-from ._bad_rows import BadRowTracker, apply_nan_policy
-from ._collector import TopKCollector
-from ._distributed import distributed_group, select_across_ranks
-from ._items import dataset_length
-from ._passes import block_rows
-from ._progress import ProgressBar
+from ._runs import PoolSlice, mc_plan
+from ._settings import CallSettings, call_seed
+from ._validation import DEFAULT_N_DROP, DEFAULT_STREAM_BUFFER_SIZE, check_budget, check_int, distributed_flag
 from .strategy import Strategy
 
-__all__ = ["ScoreStreamingStrategy"]
+__all__ = ["ScoreStreamingStrategy", "merge"]
+
+
+def merge(list_1: Sequence[Any], list_2: Sequence[Any], key: Callable[[Any], Any], merged_list_size_cap: int) -> list:
+    """DISTIL's helper: merges two lists sorted by ``key`` descending into one list of at most
+    ``merged_list_size_cap`` items, sorted the same way; on equal keys ``list_1``'s item comes first."""
+    merged: list = []
+    i = j = 0
+    while len(merged) < merged_list_size_cap and (i < len(list_1) or j < len(list_2)):
+        if j == len(list_2) or (i < len(list_1) and key(list_1[i]) >= key(list_2[j])):
+            merged.append(list_1[i])
+            i += 1
+        else:
+            merged.append(list_2[j])
+            j += 1
+    return merged
 
 
 class ScoreStreamingStrategy(Strategy):
@@ -54,7 +68,7 @@ class ScoreStreamingStrategy(Strategy):
             rank of a DDP job).
     """
 
-    #: Score of the MC-dropout strategies ("entropy", "bald", "margin" or "least_confidence"); ``None`` here.
+    #: Score of the MC-dropout strategies, a name of :data:`entropy_al.scores.SCORES`; ``None`` here.
     mc_score: ClassVar[str | None] = None
 
     def __init__(
@@ -66,9 +80,19 @@ class ScoreStreamingStrategy(Strategy):
         args: Mapping[str, Any] | None = None,
     ):
         super().__init__(labeled_dataset, unlabeled_dataset, net, nclasses, args)
+        minimum = SCORE_INFO[self.mc_score].min_classes if self.mc_score is not None else 1
+        if self.target_classes < minimum:
+            raise ValueError(
+                f"{type(self).__name__}: {self.mc_score} sampling needs nclasses >= {minimum}, got {self.target_classes}"
+            )
         self.stream_buffer_size: int = self.args.get("stream_buffer_size", DEFAULT_STREAM_BUFFER_SIZE)
         if self.mc_score is not None:  # the MC-dropout strategies, as DISTIL's subclasses set it
             self.n_drop: int = self.args.get("n_drop", DEFAULT_N_DROP)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.mc_score is not None and cls.mc_score not in SCORE_INFO:
+            raise TypeError(f"{cls.__name__}.mc_score: {cls.mc_score!r} is not a score of entropy_al.scores.SCORES")
 
     def acquire_scores(self, unlabeled_buffer: Dataset) -> torch.Tensor:
         """Score of every sample of ``unlabeled_buffer`` (higher = selected first): float32 ``[len]`` on the device.
@@ -81,19 +105,17 @@ class ScoreStreamingStrategy(Strategy):
             raise NotImplementedError(
                 f"{type(self).__name__} must override acquire_scores(unlabeled_buffer) or set mc_score"
             )
-        where, settings = self._settings("acquire_scores")
+        settings = self._prepare("acquire_scores")
+        where = settings.where
         num_samples = dataset_length(where, "unlabeled_buffer", unlabeled_buffer)
         # One DataLoader over the whole dataset, as DISTIL's acquire_scores.
-        plan = self._mc_plan(where, settings, getattr(self, "n_drop", None), num_samples)
+        plan = mc_plan(
+            self.model, settings, self.target_classes, getattr(self, "n_drop", None), num_samples, unlabeled_buffer
+        )
         scores = torch.empty(num_samples, dtype=torch.float32, device=settings.device)
-        if num_samples == 0:
-            return scores
         tracker = BadRowTracker()
-        with (
-            ProgressBar(num_samples, settings.progress, where) as bar,
-            self._mc_session(where, settings, plan, unlabeled_buffer) as plan,
-        ):
-            for offset, logits in self._mc_blocks(unlabeled_buffer, plan, settings, bar):
+        with contextlib.closing(mc_logit_blocks(self.model, unlabeled_buffer, plan)) as blocks:
+            for offset, logits in blocks:
                 tracker.update_logits(logits, offset)
                 scores[block_rows(offset, logits.shape[1], scores.device)] = mc_scores(logits, self.mc_score)
         first, count = tracker.summary(scores.device).tolist()
@@ -108,7 +130,7 @@ class ScoreStreamingStrategy(Strategy):
         exchange at most ``budget`` candidates each, and every rank returns the same list, equal to this
         process's selection for the same scores. An error on one rank (the model raises, NaN logits) is raised on
         every rank; a rank that dies or never calls ``select`` leaves the others waiting for the process group's
-        timeout. Details: :mod:`entropy_al.active_learning_strategies._distributed`.
+        timeout. Details: :mod:`entropy_al.selection.distributed`.
 
         Args:
             budget: how many samples to select: a non-negative int (numpy integers accepted). ``0`` or an empty
@@ -126,95 +148,94 @@ class ScoreStreamingStrategy(Strategy):
                 whole pool has run: the loop never waits on the device.
         """
         where = f"{type(self).__name__}.select"
-        group = distributed_group(where, self.args)
+        group = distributed_group(where, distributed_flag(where, self.args))
         if group is not None:
-            return select_across_ranks(self, where, budget, group)
+            return select_across_ranks(where, group, *self._shard_request(where, budget))
         k = check_budget(where, budget)
         num_samples = dataset_length(where, "unlabeled_dataset", self.unlabeled_dataset)
         if k == 0 or num_samples == 0:
             return []
-        settings, collector = self._score_range(min(k, num_samples), 0, num_samples)
+        settings, buffer_size = self._prepare_select()
+        collector = self._score_range(settings, buffer_size, min(k, num_samples), 0, num_samples, call_seed(settings))
         indices, first, count = collector.result()
         apply_nan_policy(where, settings.nan_policy, first, count, "they are ranked last")
         return indices
 
-    def _select_seed(self, where: str) -> int | None:
-        """The keyed-dropout seed of one ``select`` call (``args['mc_seed']``, else drawn now), or ``None`` with
-        torch's dropout (which then draws nothing here)."""
-        mode, seed = mc_dropout_settings(where, self.args)
-        if mode != "keyed":
-            return None
-        return seed if seed is not None else draw_mc_seed()
-
-    def _score_range(
-        self, k: int, start: int, stop: int, progress: bool = True, mc_seed: int | None = None
-    ) -> tuple[RunSettings, TopKCollector]:
-        """Scores pool samples ``start … stop − 1`` into a top-``k`` collector (whose keys carry pool indices).
-
-        The whole pool for a single-process selection, one rank's shard under torch.distributed (``progress``
-        False hides the bar on all but one rank). ``mc_seed``: the keyed-dropout seed every rank uses (``None``:
-        this call's own, see :meth:`_select_seed`). Returns the settings it ran with and the collector.
-        """
+    def _prepare_select(self) -> tuple[CallSettings, int]:
         where = f"{type(self).__name__}.select"
         buffer_size = check_int(where, "`stream_buffer_size`", self.stream_buffer_size, 1)
-        where, settings = self._settings("select")
-        seed = mc_seed if mc_seed is not None else self._select_seed(where)
+        return self._prepare("select"), buffer_size
+
+    def _shard_request(
+        self, where: str, budget: Any
+    ) -> tuple[ShardScorer, int, int, int | None, str, Exception | None]:
+        """The arguments of :func:`entropy_al.selection.select_across_ranks` after ``group``: this rank's shard
+        scorer, pool size, budget, keyed seed (drawn on every rank, rank 0's used), NaN policy, and the exception met
+        while preparing them, which the protocol's handshake raises on every rank."""
+        failure: Exception | None = None
+        k = num_samples = 0
+        seed: int | None = None
+        nan_policy = "raise"
+        try:
+            k = check_budget(where, budget)
+            num_samples = len(self.unlabeled_dataset)
+            settings, buffer_size = self._prepare_select()
+            if settings.batch_sampler is not None:
+                # Its batches index the whole pool, and must cover it: they cannot be cut into contiguous shards.
+                raise ValueError(
+                    f"{where}: args['batch_sampler'] orders the whole pool and cannot be combined with a distributed "
+                    "select, where each rank scores its own contiguous shard; drop the key, or set "
+                    "args['distributed'] = False"
+                )
+            seed, nan_policy = call_seed(settings), settings.nan_policy
+        except Exception as exc:
+            failure = exc
+
+        def score_shard(k: int, start: int, stop: int, seed: int | None, show_progress: bool):
+            return self._score_range(settings, buffer_size, k, start, stop, seed, show_progress).partial()
+
+        return score_shard, num_samples, k, seed, nan_policy, failure
+
+    def _score_range(
+        self,
+        settings: CallSettings,
+        buffer_size: int,
+        k: int,
+        start: int,
+        stop: int,
+        seed: int | None,
+        show_progress: bool = True,
+    ) -> TopKCollector:
+        """Scores pool samples ``start … stop − 1`` into a top-``k`` collector (whose keys carry pool indices).
+
+        The whole pool for a single-process selection, one rank's shard under torch.distributed. ``seed``: the
+        selection's keyed-dropout seed (``None`` with torch's dropout).
+        """
         collector = TopKCollector(k, self.mc_score, buffer_size)
-        if stop > start:
-            with ProgressBar(stop - start, settings.progress and progress, where) as bar:
-                if self._scores_are_fused():
-                    self._stream_mc_logits(where, settings, buffer_size, collector, bar, start, stop, seed)
-                else:
-                    self._stream_acquired_scores(where, buffer_size, collector, bar, start, stop, seed)
-        return settings, collector
+        if stop <= start:
+            return collector
+        if self._scores_are_fused():
+            n_drop = getattr(self, "n_drop", None)
+            plan = mc_plan(self.model, settings, self.target_classes, n_drop, buffer_size, seed=seed)
+            blocks = mc_logit_blocks(self.model, self.unlabeled_dataset, plan, start, stop, show_progress)
+            with contextlib.closing(blocks):
+                for offset, logits in blocks:
+                    collector.add_logits(offset, logits)
+            collector.flush()
+            return collector
+        with ProgressBar(stop - start, settings.progress and show_progress, settings.where) as bar:
+            for lo in range(start, stop, buffer_size):
+                hi = min(stop, lo + buffer_size)
+                # An overridden acquire_scores that runs the MC methods on this buffer (DISTIL's strategies do) gets
+                # keyed masks by pool index (lo + i) and this selection's seed: the same whatever stream_buffer_size.
+                scores = self.acquire_scores(PoolSlice(self.unlabeled_dataset, list(range(lo, hi)), lo, seed))
+                collector.add_scores(lo, _as_scores(scores, hi - lo, settings.where))
+                bar.advance(hi - lo)
+        return collector
 
     def _scores_are_fused(self) -> bool:
         # A subclass that overrides acquire_scores (DISTIL's extension point) must have it called.
         return self.mc_score is not None and type(self).acquire_scores is ScoreStreamingStrategy.acquire_scores
-
-    def _stream_mc_logits(
-        self,
-        where: str,
-        settings: RunSettings,
-        buffer_size: int,
-        collector: TopKCollector,
-        bar: ProgressBar,
-        start: int,
-        stop: int,
-        seed: int | None = None,
-    ) -> None:
-        plan = self._mc_plan(where, settings, getattr(self, "n_drop", None), buffer_size)
-        pool = self.unlabeled_dataset
-        # Blocks of a shard count from its first sample; the collector gets pool indices, and so does keyed dropout
-        # (id_base = start), so a sample's masks do not depend on the shard it falls in.
-        shard = pool if (start, stop) == (0, len(pool)) else Subset(pool, range(start, stop))
-        with self._mc_session(where, settings, plan, shard, seed=seed, id_base=start) as plan:
-            for offset, logits in self._mc_blocks(shard, plan, settings, bar):
-                collector.add_logits(start + offset, logits)
-            collector.flush()
-
-    def _stream_acquired_scores(
-        self,
-        where: str,
-        buffer_size: int,
-        collector: TopKCollector,
-        bar: ProgressBar,
-        start: int,
-        stop: int,
-        seed: int | None = None,
-    ) -> None:
-        for lo in range(start, stop, buffer_size):
-            hi = min(stop, lo + buffer_size)
-            buffer = Subset(self.unlabeled_dataset, list(range(lo, hi)))
-            # An overridden acquire_scores that runs the MC methods on this buffer (DISTIL's strategies do) gets
-            # keyed masks by pool index (lo + i) and this call's seed: the same whatever stream_buffer_size.
-            self._acquire_buffer = (buffer, lo, seed)
-            try:
-                scores = self.acquire_scores(buffer)
-            finally:
-                self._acquire_buffer = None
-            collector.add_scores(lo, _as_scores(scores, hi - lo, where))
-            bar.advance(hi - lo)
 
 
 def _as_scores(scores: Any, rows: int, where: str) -> torch.Tensor:

@@ -9,40 +9,31 @@ stochasticity (``args['mc_mode']``) and can reproduce DISTIL's loop exactly (``a
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..keyed_mc import UnkeyableDropoutError, keyed_mc_dropout
-from ._args import (
-    DEFAULT_BATCH_SIZE,
-    RunSettings,
-    autocast_for,
-    check_args,
-    check_int,
-    default_device,
-    default_loss,
-    default_memory_budget,
-    draw_mc_seed,
-    mc_dropout_settings,
-    run_settings,
-    throughput_settings,
-)
-from ._batches import as_logits, iter_batches
-from ._distil import distil_mc_blocks
-from ._heads import resolve_split
-from ._items import batch_labels, call_model, dataset_length
-from ._model_state import eval_mode, mc_mode
-from ._passes import MCPlan, block_rows, fast_mc_blocks
-from ._progress import ProgressBar
+from ..mc import as_logits, batch_labels, block_rows, call_model, dataset_length, eval_mode, mc_logit_blocks, to_device
+from ._embeddings import GRAD_EMBEDDING_TYPES, embedding_dim, last_layer_gradients, logits_and_embedding
+from ._features import captured_layer
+from ._runs import eval_outputs, mc_plan, prepare_call
+from ._settings import CallSettings
+from ._validation import DEFAULT_BATCH_SIZE, check_args, check_int, default_device, default_loss
 
-__all__ = ["Strategy"]
+__all__ = ["Strategy", "dict_to"]
 
-_GRAD_EMBEDDING_TYPES = ("bias", "linear", "bias_linear")
+
+def dict_to(dictionary: Any, device: str | torch.device) -> Any:
+    """DISTIL's helper: moves every value of a ``dict`` that has a ``.to`` method to ``device``, in place, and
+    returns the dict; anything that is not a ``dict`` is returned unchanged."""
+    if isinstance(dictionary, dict):
+        for key, value in dictionary.items():
+            if hasattr(value, "to"):
+                dictionary[key] = value.to(device=device)
+    return dictionary
 
 
 class Strategy:
@@ -71,7 +62,7 @@ class Strategy:
               them last with one warning.
             - ``progress`` (bool, default False): a tqdm bar over the samples during MC scoring.
 
-            Throughput of the MC passes (see :mod:`._passes`). ``amp_dtype`` aside, none changes what is computed:
+            Throughput of the MC passes (see :mod:`entropy_al.mc.passes`). ``amp_dtype`` aside, none changes what is computed:
             a deterministic model gets the same selection, a dropout model scores of the same distribution (the
             masks are drawn in another order):
 
@@ -155,94 +146,20 @@ class Strategy:
         self.model = clf
 
     # ----------------------------------------------------------------------------------------------------------
-    # Shared machinery
+    # Shared machinery: one resolution of the settings per public call, one MC plan, the MC engine.
 
-    def _settings(self, method: str) -> tuple[str, RunSettings]:
-        where = f"{type(self).__name__}.{method}"
-        settings = run_settings(where, self.args, self.device)
-        if not isinstance(self.model, nn.Module):
-            raise TypeError(
-                f"{where}: expected the model (`net`, or update_model's `clf`) to be a torch.nn.Module, got "
-                f"{type(self.model).__name__}"
-            )
-        _check_device_usable(where, settings.device)
-        self.model = self.model.to(settings.device)
-        return where, settings
-
-    def _mc_plan(self, where: str, settings: RunSettings, n_drop: Any, buffer_size: int) -> MCPlan:
-        fast = throughput_settings(where, self.args)
-        autocast_for(where, fast.amp_dtype, settings.device)  # an unsupported dtype fails before any forward
-        budget = fast.memory_budget
-        return MCPlan(
-            n_drop=check_int(where, "`n_drop`", n_drop, 1),
-            batch_size=settings.batch_size,
-            buffer_size=max(1, buffer_size),
-            nclasses=self.target_classes,
-            device=settings.device,
-            where=where,
-            memory_budget=default_memory_budget(settings.device) if budget is None else budget,
-            split=resolve_split(self.model, fast.mc_head, where),
-            amp_dtype=fast.amp_dtype,
-            num_workers=fast.num_workers,
-            batch_sampler=fast.batch_sampler,
-        )
-
-    @contextlib.contextmanager
-    def _mc_session(
-        self,
-        where: str,
-        settings: RunSettings,
-        plan: MCPlan,
-        dataset: Dataset,
-        seed: int | None = None,
-        id_base: int = 0,
-    ) -> Iterator[MCPlan]:
-        """The model in its MC mode (:func:`mc_mode`) and, with ``args['mc_dropout'] = 'keyed'``, its dropout keyed;
-        yields the plan to run (with the keyed handle). Everything is restored on exit, also after an exception.
-
-        ``seed``: the keyed seed resolved by the caller (``select``: once per call, rank 0's under torch.distributed),
-        else ``args['mc_seed']``, else one drawn now. ``id_base``: pool index of ``dataset``'s sample 0. A stream
-        buffer that ``select`` hands to an overridden ``acquire_scores`` carries its own (see ``_acquire_buffer``).
-        """
-        mode, args_seed = mc_dropout_settings(where, self.args)
-        buffer = getattr(self, "_acquire_buffer", None)
-        if buffer is not None and buffer[0] is dataset:
-            id_base, seed = buffer[1], buffer[2] if seed is None else seed
-        with mc_mode(self.model, settings.mc_mode):
-            if mode != "keyed":
-                yield plan
-                return
-            if seed is None:
-                seed = args_seed if args_seed is not None else draw_mc_seed()
-            try:
-                with keyed_mc_dropout(self.model, seed) as keyed:
-                    yield dataclasses.replace(plan, keyed=keyed, id_base=id_base)
-            except UnkeyableDropoutError as exc:
-                raise UnkeyableDropoutError(
-                    f"{where}: args['mc_dropout'] = 'keyed': {exc} (args['mc_dropout'] = 'torch')"
-                ) from exc
-
-    def _mc_blocks(
-        self, dataset: Dataset, plan: MCPlan, settings: RunSettings, progress: ProgressBar
-    ) -> Iterator[tuple[int, torch.Tensor]]:
-        """``(offset, [n_drop, B, C] logits)`` blocks in pool order; the caller holds :func:`mc_mode`."""
-        if settings.reproduce_distil:
-            return distil_mc_blocks(self.model, dataset, plan, progress)
-        return fast_mc_blocks(self.model, dataset, plan, progress)
+    def _prepare(self, method: str) -> CallSettings:
+        settings, self.model = prepare_call(f"{type(self).__name__}.{method}", self.args, self.device, self.model)
+        return settings
 
     def _mc_probabilities(self, method: str, dataset: Dataset, n_drop: Any, split: bool) -> torch.Tensor:
-        where, settings = self._settings(method)
-        num_samples = dataset_length(where, "to_predict_dataset", dataset)
-        plan = self._mc_plan(where, settings, n_drop, num_samples)
+        settings = self._prepare(method)
+        num_samples = dataset_length(settings.where, "to_predict_dataset", dataset)
+        plan = mc_plan(self.model, settings, self.target_classes, n_drop, num_samples, dataset)
         shape = (plan.n_drop, num_samples, self.target_classes) if split else (num_samples, self.target_classes)
         probs = torch.zeros(shape, dtype=torch.float32, device=settings.device)
-        if num_samples == 0:
-            return probs
-        with (
-            ProgressBar(num_samples, settings.progress, where) as bar,
-            self._mc_session(where, settings, plan, dataset) as plan,
-        ):
-            for offset, logits in self._mc_blocks(dataset, plan, settings, bar):
+        with contextlib.closing(mc_logit_blocks(self.model, dataset, plan)) as blocks:
+            for offset, logits in blocks:
                 block = torch.softmax(logits.float(), dim=2)
                 rows = block_rows(offset, logits.shape[1], probs.device)
                 if split:
@@ -251,40 +168,28 @@ class Strategy:
                     probs[rows] = block.mean(dim=0)
         return probs
 
-    def _eval_outputs(
-        self, where: str, settings: RunSettings, dataset: Dataset, **model_kwargs: Any
-    ) -> Iterator[tuple[int, int, Any, Any]]:
-        """``(start, stop, batch, output)`` of deterministic forwards; the caller holds :func:`eval_mode`."""
-        num_samples = len(dataset)
-        num_workers = throughput_settings(where, self.args).num_workers
-        batches = iter_batches(dataset, settings.batch_size, max(1, num_samples), settings.device, where, num_workers)
-        # Closed on any exit: a traceback that keeps this frame alive must not keep DataLoader workers running.
-        with contextlib.closing(batches):
-            for start, stop, batch, inputs in batches:
-                with torch.no_grad():
-                    output = call_model(self.model, inputs, **model_kwargs)
-                yield start, stop, batch, output
-
     # ----------------------------------------------------------------------------------------------------------
     # DISTIL's prediction helpers
 
     def predict(self, to_predict_dataset: Dataset) -> torch.Tensor:
         """Most likely class of every sample, in eval mode: int64 ``[N]`` on the device."""
-        where, settings = self._settings("predict")
+        settings = self._prepare("predict")
+        where = settings.where
         num_samples = dataset_length(where, "to_predict_dataset", to_predict_dataset)
         predictions = torch.zeros(num_samples, dtype=torch.int64, device=settings.device)
         with eval_mode(self.model):
-            for start, stop, _, output in self._eval_outputs(where, settings, to_predict_dataset):
+            for start, stop, _, output in eval_outputs(self.model, settings, to_predict_dataset):
                 predictions[start:stop] = as_logits(output, stop - start, self.target_classes, where).argmax(1)
         return predictions
 
     def predict_prob(self, to_predict_dataset: Dataset) -> torch.Tensor:
         """Softmax probabilities of every sample, in eval mode: float32 ``[N, nclasses]`` on the device."""
-        where, settings = self._settings("predict_prob")
+        settings = self._prepare("predict_prob")
+        where = settings.where
         num_samples = dataset_length(where, "to_predict_dataset", to_predict_dataset)
         probs = torch.zeros(num_samples, self.target_classes, device=settings.device)
         with eval_mode(self.model):
-            for start, stop, _, output in self._eval_outputs(where, settings, to_predict_dataset):
+            for start, stop, _, output in eval_outputs(self.model, settings, to_predict_dataset):
                 probs[start:stop] = torch.softmax(as_logits(output, stop - start, self.target_classes, where), 1)
         return probs
 
@@ -301,17 +206,18 @@ class Strategy:
 
         The model must accept ``last=True`` and then return ``(logits, embedding)``.
         """
-        where, settings = self._settings("get_embedding")
+        settings = self._prepare("get_embedding")
+        where = settings.where
         dataset_length(where, "to_predict_dataset", to_predict_dataset)
         embedding: torch.Tensor | None = None
         with eval_mode(self.model):
-            for start, stop, _, output in self._eval_outputs(where, settings, to_predict_dataset, last=True):
-                _, features = _logits_and_embedding(output, stop - start, where)
+            for start, stop, _, output in eval_outputs(self.model, settings, to_predict_dataset, last=True):
+                _, features = logits_and_embedding(output, stop - start, where)
                 if embedding is None:
                     embedding = torch.zeros(len(to_predict_dataset), features.shape[1], device=settings.device)
                 embedding[start:stop] = features
         if embedding is None:
-            return torch.zeros(0, _embedding_dim(self.model), device=settings.device)
+            return torch.zeros(0, embedding_dim(self.model), device=settings.device)
         return embedding
 
     def get_grad_embedding(
@@ -331,81 +237,76 @@ class Strategy:
                 or the ``"labels"`` key of mapping items).
             grad_embedding_type: ``"bias"``, ``"linear"`` or ``"bias_linear"``.
         """
-        where, settings = self._settings("get_grad_embedding")
+        settings = self._prepare("get_grad_embedding")
+        where = settings.where
         dataset_length(where, "dataset", dataset)
-        if grad_embedding_type not in _GRAD_EMBEDDING_TYPES:
+        if grad_embedding_type not in GRAD_EMBEDDING_TYPES:
             raise ValueError(
                 f"{where}: expected grad_embedding_type to be 'bias', 'linear' or 'bias_linear', "
                 f"got {grad_embedding_type!r}"
             )
         result: torch.Tensor | None = None
         with eval_mode(self.model):
-            outputs = self._eval_outputs(where, settings, dataset, last=True, freeze=True)
+            # As DISTIL: with the dataset's labels as targets, a mapping's "labels" key is not passed to the model.
+            outputs = eval_outputs(
+                self.model, settings, dataset, drop_labels=not predict_labels, last=True, freeze=True
+            )
             for start, stop, batch, output in outputs:
-                logits, features = _logits_and_embedding(output, stop - start, where)
+                logits, features = logits_and_embedding(output, stop - start, where)
                 logits = as_logits(logits, stop - start, self.target_classes, where)
                 if predict_labels:
                     targets = logits.argmax(dim=1)
                 else:
                     targets = torch.as_tensor(batch_labels(batch, where)).to(settings.device)
-                block = _last_layer_gradients(self.loss, logits, features, targets, grad_embedding_type)
+                block = last_layer_gradients(self.loss, logits, features, targets, grad_embedding_type)
                 if result is None:
                     result = torch.zeros(len(dataset), block.shape[1], device=settings.device)
                 result[start:stop] = block
         if result is None:
-            dim = _embedding_dim(self.model)
+            dim = embedding_dim(self.model)
             width = {"bias": 1, "linear": dim, "bias_linear": dim + 1}[grad_embedding_type] * self.target_classes
             return torch.zeros(0, width, device=settings.device)
         return result
 
+    def _last_layer_backprop(
+        self, model_output: torch.Tensor, l1: torch.Tensor, targets: torch.Tensor, grad_embedding_type: str
+    ) -> torch.Tensor:
+        """DISTIL's per-batch helper of :meth:`get_grad_embedding`, kept for subclasses that call it."""
+        return last_layer_gradients(self.loss, model_output, l1, targets, grad_embedding_type)
 
-def _logits_and_embedding(output: Any, rows: int, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if not (isinstance(output, (tuple, list)) and len(output) == 2 and isinstance(output[1], torch.Tensor)):
-        raise TypeError(f"{where}: expected model(x, last=True) to return (logits, embedding), got {type(output)}")
-    if output[1].dim() == 0 or output[1].shape[0] != rows:
-        raise ValueError(
-            f"{where}: the model returned an embedding of shape {tuple(output[1].shape)} for a batch of {rows} "
-            "samples; expected one row per sample"
-        )
-    embedding = output[1].detach().reshape(rows, -1)
-    return output[0], embedding
+    def feature_extraction(self, inp: Any, layer_name: str) -> torch.Tensor:
+        """Output of the top-level submodule ``layer_name`` for one batch ``inp`` (a tensor, or a mapping passed as
+        ``model(**inp)``), ``torch.squeeze``d; in eval mode, without gradients.
 
+        The forward hook is removed and the model's train/eval flags restored on return (DISTIL keeps both).
+        """
+        settings = self._prepare("feature_extraction")
+        with (
+            eval_mode(self.model),
+            captured_layer(self.model, layer_name, settings.where) as capture,
+            torch.no_grad(),
+        ):
+            call_model(self.model, to_device(inp, settings.device))
+            return capture.take()
 
-def _check_device_usable(where: str, device: torch.device) -> None:
-    """A clear error for a device this process cannot compute on, before the model is moved there."""
-    if device.type == "meta":
-        raise ValueError(f"{where}: the strategy's device (args['device']) is {device}, which holds no data")
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0 or (device.index is not None and device.index >= count):
-            raise ValueError(
-                f"{where}: the strategy's device (args['device']) is {device}, but this process sees "
-                f"{count} CUDA device{'s' if count != 1 else ''}"
-                f"{' (this torch was built without CUDA)' if not torch.backends.cuda.is_built() else ''}"
-            )
+    def get_feature_embedding(self, dataset: Dataset, unlabeled: bool, layer_name: str = "avgpool") -> torch.Tensor:
+        """:meth:`feature_extraction` of every batch of ``args['batch_size']`` samples, stacked (``torch.vstack``).
 
+        Args:
+            dataset: the samples; tensors, mappings or ``(x, y)`` items.
+            unlabeled: False for a labelled dataset: the ``"labels"`` key of mapping items is not passed to the
+                model (``(x, y)`` items always pass ``x`` alone).
+            layer_name: a top-level submodule of the model (``ValueError`` naming the choices otherwise).
 
-def _embedding_dim(model: nn.Module) -> int:
-    get_dim = getattr(model, "get_embedding_dim", None)
-    return int(get_dim()) if callable(get_dim) else 0
-
-
-def _last_layer_gradients(
-    loss: Callable[..., torch.Tensor],
-    logits: torch.Tensor,
-    embedding: torch.Tensor,
-    targets: torch.Tensor,
-    grad_embedding_type: str,
-) -> torch.Tensor:
-    """Gradient embedding of one batch (see :meth:`Strategy.get_grad_embedding`)."""
-    with torch.enable_grad():
-        # Differentiate with respect to a detached copy of the logits: this is all BADGE needs, and it works
-        # whether or not the model's parameters require grad.
-        leaf = logits.detach().requires_grad_(True)
-        (bias_grads,) = torch.autograd.grad(loss(leaf, targets, reduction="sum"), leaf)
-    if grad_embedding_type == "bias":
-        return bias_grads
-    linear_grads = (bias_grads[:, :, None] * embedding[:, None, :].to(bias_grads.dtype)).flatten(1)
-    if grad_embedding_type == "linear":
-        return linear_grads
-    return torch.cat([bias_grads, linear_grads], dim=1)
+        Returns:
+            ``[N, ...]`` features on the device; an empty dataset gives a ``[0, 0]`` tensor.
+        """
+        settings = self._prepare("get_feature_embedding")
+        dataset_length(settings.where, "dataset", dataset)
+        features: list[torch.Tensor] = []
+        with eval_mode(self.model), captured_layer(self.model, layer_name, settings.where) as capture:
+            for _ in eval_outputs(self.model, settings, dataset, drop_labels=not unlabeled):
+                features.append(capture.take())
+        if not features:
+            return torch.zeros(0, 0, device=settings.device)
+        return torch.vstack(features)

@@ -2,7 +2,7 @@
 
 When dropout only begins late in the network (an MC head on a frozen backbone, the classifier of a CNN), the
 ``n_drop`` passes of a batch share everything before the first dropout module. Naming the split lets
-:func:`._passes.mc_forward` run the trunk once per batch and only the head ``n_drop`` times; the logits are those of
+:func:`.passes.mc_forward` run the trunk once per batch and only the head ``n_drop`` times; the logits are those of
 the plain loop (the trunk is deterministic: it holds no dropout module), at a fraction of the cost.
 
 Two ways to name the split:
@@ -23,7 +23,7 @@ from typing import Any
 
 from torch import nn
 
-from ._model_state import is_dropout_like
+from .model_state import is_dropout_like
 
 __all__ = ["HeadSplit", "resolve_split"]
 

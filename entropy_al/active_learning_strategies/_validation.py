@@ -1,47 +1,41 @@
 """Validation of a strategy's ``args`` and of ``select``'s budget, with errors that name the offending key.
 
-Values are checked when the strategy is built (fail fast) and again when a method uses them, because DISTIL's
-API lets the user change ``strategy.args``, ``strategy.n_drop`` or ``strategy.device`` between calls.
+Values are checked when the strategy is built (fail fast) and again when a public method resolves them
+(:mod:`._settings`), because DISTIL's API lets the user change ``strategy.args``, ``strategy.n_drop`` or
+``strategy.device`` between calls.
 """
 
 from __future__ import annotations
 
-import contextlib
 import operator
-import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from ..ops import is_bool
+
 __all__ = [
+    "AMP_DTYPES",
     "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MC_DROPOUT",
     "DEFAULT_N_DROP",
     "DEFAULT_STREAM_BUFFER_SIZE",
+    "MC_DROPOUTS",
     "MC_MODES",
     "NAN_POLICIES",
-    "RunSettings",
+    "check_amp_dtype",
     "check_args",
     "check_budget",
+    "check_device",
     "check_int",
+    "check_mc_dropout_args",
+    "check_mc_head",
     "check_throughput_args",
     "default_device",
     "default_loss",
     "distributed_flag",
-    "run_settings",
-    "AMP_DTYPES",
-    "DEFAULT_MC_MEMORY_BUDGET_CPU",
-    "DEFAULT_MC_MEMORY_BUDGET_CUDA",
-    "ThroughputSettings",
-    "autocast_for",
-    "default_memory_budget",
-    "throughput_settings",
-    "MC_DROPOUTS",
-    "check_mc_dropout_args",
-    "draw_mc_seed",
-    "mc_dropout_settings",
 ]
 
 DEFAULT_BATCH_SIZE = 1
@@ -57,8 +51,8 @@ def check_int(where: str, name: str, value: Any, minimum: int) -> int:
     Accepts anything with ``__index__`` (Python and numpy integers, integer 0-d tensors); rejects bools, floats
     (even integral ones) and strings with a ``TypeError``, and values below ``minimum`` with a ``ValueError``.
     """
-    # bool is an int subclass and numpy's bool_ has __index__ in old numpy: both are almost surely a mistake here.
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    # bool is an int subclass, and numpy's bool_ and bool tensors have __index__: all almost surely a mistake here.
+    if is_bool(value):
         raise TypeError(f"{where}: expected {name} to be an int, got bool {value!r}")
     try:
         number = operator.index(value)
@@ -88,7 +82,7 @@ def _check_bool(where: str, key: str, value: Any) -> bool:
     return value
 
 
-def _check_device(where: str, name: str, value: Any) -> torch.device:
+def check_device(where: str, name: str, value: Any) -> torch.device:
     try:
         return torch.device(value)
     except (RuntimeError, TypeError, ValueError) as exc:
@@ -116,7 +110,7 @@ def check_args(where: str, args: Any) -> dict[str, Any]:
         if key in checked:
             check_int(where, f"args[{key!r}]", checked[key], 1)
     if "device" in checked:
-        _check_device(where, "args['device']", checked["device"])
+        check_device(where, "args['device']", checked["device"])
     if "loss" in checked and not callable(checked["loss"]):
         raise TypeError(f"{where}: expected args['loss'] to be callable, got {type(checked['loss']).__name__}")
     if "mc_mode" in checked:
@@ -141,49 +135,14 @@ def check_args(where: str, args: Any) -> dict[str, Any]:
     return checked
 
 
-@dataclass(frozen=True)
-class RunSettings:
-    """The settings one method call runs with, resolved from ``strategy.args`` and the strategy's attributes.
-
-    Attributes:
-        batch_size: samples per model forward.
-        device: where the model runs and the scores live.
-        mc_mode: ``"dropout"`` (only dropout modules stochastic) or ``"train"`` (DISTIL's whole-model train).
-        reproduce_distil: follow DISTIL's pass-major loop and random-number use exactly.
-        nan_policy: ``"raise"`` or ``"omit"`` for samples whose logits are NaN or ``+inf``.
-        progress: show a tqdm bar over the samples.
-    """
-
-    batch_size: int
-    device: torch.device
-    mc_mode: str
-    reproduce_distil: bool
-    nan_policy: str
-    progress: bool
-
-
-def run_settings(where: str, args: Mapping[str, Any], device: Any) -> RunSettings:
-    """Resolves the settings of one call from the strategy's (possibly user-edited) ``args`` and ``device``."""
-    checked = check_args(where, args)
-    reproduce = checked.get("reproduce_distil", False)
-    return RunSettings(
-        batch_size=check_int(where, "args['batch_size']", checked.get("batch_size", DEFAULT_BATCH_SIZE), 1),
-        device=_check_device(where, "the strategy's device", device),
-        mc_mode=checked.get("mc_mode", "train" if reproduce else "dropout"),
-        reproduce_distil=reproduce,
-        nan_policy=checked.get("nan_policy", "raise"),
-        progress=checked.get("progress", False),
-    )
-
-
 def default_loss() -> Callable[..., torch.Tensor]:
     """DISTIL's default loss, kept for API parity (used by ``get_grad_embedding``)."""
     return F.cross_entropy
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Scale-out across processes (torch.distributed, read by ._distributed). Kept apart from the per-call settings
-# above because it is resolved before them: it decides whether a call talks to the other ranks at all.
+# Scale-out across processes (torch.distributed). Read before the other settings: it decides whether a call talks to
+# the other ranks at all.
 
 
 def distributed_flag(where: str, args: Mapping[str, Any]) -> bool | None:
@@ -198,19 +157,9 @@ def distributed_flag(where: str, args: Mapping[str, Any]) -> bool | None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Throughput of the MC passes (issue 5, read by ._passes and ._batches). Resolved per call like RunSettings, but kept
-# apart: none of these keys changes what is computed, only how (except amp_dtype, which changes the forwards' dtype),
-# and DISTIL's reproduction (reproduce_distil) ignores them or refuses them.
+# Throughput of the MC passes: none of these keys changes what is computed, only how (except amp_dtype, which changes
+# the forwards' dtype), and DISTIL's reproduction (reproduce_distil) ignores them or refuses them.
 
-#: Default of ``args['mc_memory_budget']`` on the CPU: activation bytes one stacked forward may use. About an L2
-#: cache: on a CPU stacking saves per-forward overhead, which matters for small batches, while a stacked forward whose
-#: activations outgrow the caches is slower per row than separate passes. Measured here (AMD EPYC, 1 MiB L2 per
-#: core, one thread, 10 passes): stacking made the 128-64-10 MC head 2.3x faster at batch 16 and 6.8x at batch 1,
-#: and 1.35x slower at batch 1024 (0.50 s against 0.37 s per 20k samples); the 784-512-512-10 MLP at batch 256
-#: 1.3x slower.
-DEFAULT_MC_MEMORY_BUDGET_CPU = 2 << 20
-#: Default on CUDA, where a bigger forward always fills the device better: 1 GiB, or a quarter of the free memory.
-DEFAULT_MC_MEMORY_BUDGET_CUDA = 1 << 30
 AMP_DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
@@ -220,28 +169,7 @@ AMP_DTYPES: dict[str, torch.dtype] = {
 }
 
 
-@dataclass(frozen=True)
-class ThroughputSettings:
-    """How the MC passes of one call run (never what they compute, ``amp_dtype`` aside).
-
-    Attributes:
-        memory_budget: ``args['mc_memory_budget']`` in bytes, or ``None`` for the device's default
-            (:func:`default_memory_budget`); 0 runs one pass per forward.
-        mc_head: ``args['mc_head']``: ``None``, a ``(trunk, head)`` pair of modules, or the name of the module
-            of an ``nn.Sequential`` model after which dropout begins (resolved by ``._heads.resolve_split``).
-        amp_dtype: ``torch.bfloat16`` or ``torch.float16`` (``args['amp_dtype']``), or ``None``: no autocast.
-        num_workers: DataLoader workers for datasets fetched item by item (``args['num_workers']``).
-        batch_sampler: ``args['batch_sampler']``: an iterable of index lists giving the batches, or ``None``.
-    """
-
-    memory_budget: int | None
-    mc_head: Any
-    amp_dtype: torch.dtype | None
-    num_workers: int
-    batch_sampler: Any
-
-
-def _check_amp_dtype(where: str, value: Any) -> torch.dtype | None:
+def check_amp_dtype(where: str, value: Any) -> torch.dtype | None:
     if value is None:
         return None
     if isinstance(value, torch.dtype) and value in (torch.bfloat16, torch.float16):
@@ -254,7 +182,7 @@ def _check_amp_dtype(where: str, value: Any) -> torch.dtype | None:
     )
 
 
-def _check_mc_head(where: str, value: Any) -> Any:
+def check_mc_head(where: str, value: Any) -> Any:
     if value is None or isinstance(value, str):
         if isinstance(value, str) and not value:
             raise ValueError(f"{where}: expected args['mc_head'] to name a module, got an empty string")
@@ -277,8 +205,8 @@ def check_throughput_args(where: str, args: Mapping[str, Any]) -> None:
         check_int(where, "args['mc_memory_budget']", args["mc_memory_budget"], 0)
     if "num_workers" in args:
         check_int(where, "args['num_workers']", args["num_workers"], 0)
-    _check_mc_head(where, args.get("mc_head"))
-    _check_amp_dtype(where, args.get("amp_dtype"))
+    check_mc_head(where, args.get("mc_head"))
+    check_amp_dtype(where, args.get("amp_dtype"))
     sampler = args.get("batch_sampler")
     if sampler is not None and (isinstance(sampler, (str, bytes)) or not hasattr(sampler, "__iter__")):
         raise TypeError(
@@ -294,55 +222,8 @@ def check_throughput_args(where: str, args: Mapping[str, Any]) -> None:
                 )
 
 
-def throughput_settings(where: str, args: Mapping[str, Any]) -> ThroughputSettings:
-    """Resolves the throughput keys of one call from the strategy's (possibly user-edited) ``args``."""
-    check_throughput_args(where, args)
-    budget = args.get("mc_memory_budget")
-    return ThroughputSettings(
-        memory_budget=None if budget is None else operator.index(budget),
-        mc_head=_check_mc_head(where, args.get("mc_head")),
-        amp_dtype=_check_amp_dtype(where, args.get("amp_dtype")),
-        num_workers=operator.index(args.get("num_workers", 0)),
-        batch_sampler=args.get("batch_sampler"),
-    )
-
-
-def default_memory_budget(device: torch.device) -> int:
-    """``args['mc_memory_budget']``'s default: 2 MiB on the CPU; on CUDA 1 GiB, or a quarter of the free memory."""
-    if device.type == "cuda" and torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info(device)
-        return min(DEFAULT_MC_MEMORY_BUDGET_CUDA, free // 4)
-    return DEFAULT_MC_MEMORY_BUDGET_CPU
-
-
-def autocast_for(where: str, dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:
-    """The autocast context of ``args['amp_dtype']`` on ``device`` (a no-op context for ``None``).
-
-    Raises:
-        ValueError: autocast to ``dtype`` is not available on ``device`` (torch would silently disable it, e.g.
-            float16 on a CPU build without it, or bfloat16 on a GPU without it).
-    """
-    if dtype is None:
-        return contextlib.nullcontext()
-    problem = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            context = torch.autocast(device_type=device.type, dtype=dtype)
-        except (RuntimeError, ValueError) as exc:
-            problem = str(exc)
-    problem = problem or next((str(w.message) for w in caught if "autocast" in str(w.message).lower()), None)
-    if problem is not None:
-        raise ValueError(
-            f"{where}: args['amp_dtype'] = {dtype} is not supported on {device} by this torch build ({problem}); "
-            "use torch.bfloat16, or drop the key to run the forwards in the model's own dtype"
-        )
-    return context
-
-
 # ----------------------------------------------------------------------------------------------------------------
-# Where the MC passes' dropout masks come from (issue 10, read by Strategy and ._passes). Kept apart from the
-# throughput keys: keyed dropout changes which masks are drawn (not their distribution), so a seed's selection
+# Where the MC passes' dropout masks come from. Kept apart from the throughput keys: keyed dropout changes which masks are drawn (not their distribution), so a seed's selection
 # differs from torch's dropout; in exchange it no longer depends on batch_size, stream_buffer_size, stacking or the
 # world size.
 
@@ -375,20 +256,3 @@ def check_mc_dropout_args(where: str, args: Mapping[str, Any]) -> None:
             f"{where}: args['reproduce_distil'] = True reproduces DISTIL's masks with torch's own dropout and cannot "
             "be combined with args['mc_dropout'] = 'keyed'; drop one of the two keys"
         )
-
-
-def draw_mc_seed() -> int:
-    """A keyed-dropout seed drawn from torch's global CPU generator (so ``torch.manual_seed`` decides it): one
-    int64 draw, in ``[0, 2**63)``."""
-    return int(torch.empty((), dtype=torch.int64).random_())
-
-
-def mc_dropout_settings(where: str, args: Mapping[str, Any]) -> tuple[str, int | None]:
-    """``(args['mc_dropout'], args['mc_seed'])`` of one call: the mode (default ``"torch"``) and the seed as a
-    signed 64-bit int (same bits), or ``None`` where it is to be drawn (:func:`draw_mc_seed`)."""
-    check_mc_dropout_args(where, args)
-    seed = args.get("mc_seed")
-    if seed is not None:
-        seed = operator.index(seed)
-        seed = seed - (1 << 64) if seed >= (1 << 63) else seed
-    return args.get("mc_dropout", DEFAULT_MC_DROPOUT), seed

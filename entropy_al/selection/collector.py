@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from .. import reference
 from ..ops import mc_scores
-from ..topk import StreamingTopK
-from ._bad_rows import BadRowTracker
+from .bad_rows import BadRowTracker
+from .topk import StreamingTopK
 
 __all__ = ["TopKCollector"]
 
@@ -78,14 +77,7 @@ class TopKCollector:
         assert self.score is not None, "add_logits needs a score"
         indices = indices.to(logits.device)
         self.tracker.update_logits(logits, indices)
-        state = self._state(logits.device)
-        scores = mc_scores(logits, self.score)
-        # encode_keys(s, 0) holds the inverted position 0 … B−1; swap it for the inverted pool index.
-        positions = torch.arange(indices.numel(), device=indices.device)
-        keys = reference.encode_keys(scores, 0) + (positions - indices)
-        merged = torch.cat([state.state, keys])
-        state.state = merged.topk(min(self.k, merged.numel()), sorted=True).values
-        state.seen += indices.numel()
+        self._state(logits.device).update_indexed(mc_scores(logits, self.score), indices)
 
     def add_scores(self, offset: int, scores: torch.Tensor) -> None:
         """Merges ready-made ``[B]`` scores of pool samples ``offset … offset + B − 1`` (NaN ranks last)."""
@@ -100,7 +92,7 @@ class TopKCollector:
 
         Returns:
             ``(keys, summary)``: the int64 keys of the best ``min(k, seen)`` samples, descending (see
-            :func:`entropy_al.reference.encode_keys`; they carry pool indices, so a top-k over the concatenated keys
+            :mod:`entropy_al.keys`; they carry pool indices, so a top-k over the concatenated keys
             of collectors fed disjoint pool ranges is the top-k of their union), and int64 ``[first broken pool
             index (-1 if none), broken count]``. On the CPU when nothing was added.
         """

@@ -16,10 +16,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ._batches import as_logits
-from ._items import call_model, model_input, to_device
-from ._passes import MCPlan
-from ._progress import ProgressBar
+from .items import as_logits, call_model, model_input, to_device
+from .plan import MCPlan
+from .progress import ProgressBar
 
 __all__ = ["distil_mc_blocks"]
 

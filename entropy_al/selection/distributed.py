@@ -1,4 +1,4 @@
-"""``select()`` across the ranks of a torch.distributed process group: shard, score locally, gather, merge.
+"""A selection across the ranks of a torch.distributed process group: shard, score locally, gather, merge.
 
 Every rank runs the same protocol, with the same pool, budget and ``args``:
 
@@ -13,7 +13,7 @@ Every rank runs the same protocol, with the same pool, budget and ``args``:
    every rank, whatever the pool size.
 4. Every rank reads the same rows and merges them the same way: the NaN policy with the global first broken index
    and count, then a top-k over the concatenated keys. A key is the score's order-preserving bits over the
-   inverted pool index (:func:`entropy_al.reference.encode_keys`): keys are unique, their descending order is the
+   inverted pool index (:mod:`entropy_al.keys`): keys are unique, their descending order is the
    selection order (score descending, ties to the lower pool index, NaN last), and the union of the ranks' top-k
    holds the global top-k. So every rank returns the single-process selection of the same scores.
 
@@ -36,20 +36,16 @@ mpi, ucc, or a ``"cpu:gloo,cuda:nccl"`` group), else (NCCL) on the current CUDA 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from .. import reference
-from ._args import check_budget, distributed_flag
-from ._bad_rows import apply_nan_policy
+from ..keys import decode_keys
+from .bad_rows import apply_nan_policy
 
-if TYPE_CHECKING:
-    from .score_streaming_strategy import ScoreStreamingStrategy
-
-__all__ = ["collective_device", "distributed_group", "select_across_ranks", "shard_bounds"]
+__all__ = ["ShardScorer", "collective_device", "distributed_group", "select_across_ranks", "shard_bounds"]
 
 # Header of a rank's gathered row: failed (0/1), first broken pool index (-1: none), broken count, number of keys.
 _HEADER = 4
@@ -57,14 +53,13 @@ _HEADER = 4
 _PAD = torch.iinfo(torch.int64).min
 
 
-def distributed_group(where: str, args: Mapping[str, Any]) -> dist.ProcessGroup | None:
-    """The process group ``select`` splits the pool across, or ``None`` to select in this process alone.
+def distributed_group(where: str, flag: bool | None) -> dist.ProcessGroup | None:
+    """The process group a selection splits the pool across, or ``None`` to select in this process alone.
 
-    ``args['distributed']`` ``None`` (default): the default group when one of more than one process is
-    initialized. ``True``: the default group, which must be initialized. ``False``: never. A group of one process
-    is never used: the single-process path gives the same selection without collectives.
+    ``flag`` ``None``: the default group when one of more than one process is initialized. ``True``: the default
+    group, which must be initialized. ``False``: never. A group of one process is never used: the single-process
+    path gives the same selection without collectives.
     """
-    flag = distributed_flag(where, args)
     if flag is False:
         return None
     if not (dist.is_available() and dist.is_initialized()):
@@ -106,30 +101,33 @@ def shard_bounds(num_samples: int, rank: int, world: int) -> tuple[int, int]:
     return num_samples * rank // world, num_samples * (rank + 1) // world
 
 
+#: ``score_shard(k, start, stop, seed, show_progress)``: scores pool samples ``start … stop − 1`` into a top-``k``
+#: and returns ``(keys, summary)`` as :meth:`entropy_al.selection.TopKCollector.partial` does.
+ShardScorer = Callable[[int, int, int, "int | None", bool], tuple[torch.Tensor, torch.Tensor]]
+
+
 def select_across_ranks(
-    strategy: ScoreStreamingStrategy, where: str, budget: Any, group: dist.ProcessGroup
+    where: str,
+    group: dist.ProcessGroup,
+    score_shard: ShardScorer,
+    pool_size: int,
+    budget: int,
+    seed: int | None,
+    nan_policy: str,
+    failure: Exception | None = None,
 ) -> list[int]:
-    """``strategy.select(budget)`` with the pool split across ``group``'s ranks; the same list on every rank."""
+    """The selection of the ``budget`` best samples of a ``pool_size`` pool split across ``group``'s ranks.
+
+    Every rank calls it with its own ``score_shard``, its ``seed`` (rank 0's is used by all; ``None``: no seed)
+    and ``failure``, the exception this rank met while preparing the arguments (shared with every rank, which all
+    raise). Returns the same list on every rank.
+    """
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     device = collective_device(where, group)
 
     # 1. Handshake: all ranks agree on the pool size and the budget before the shards are cut and rows sized.
-    error: Exception | None = None
-    try:
-        k = check_budget(where, budget)
-        num_samples = len(strategy.unlabeled_dataset)
-        if strategy.args.get("batch_sampler") is not None:
-            # Its batches index the whole pool, and must cover it: they cannot be cut into contiguous shards.
-            raise ValueError(
-                f"{where}: args['batch_sampler'] orders the whole pool and cannot be combined with a distributed "
-                "select, where each rank scores its own contiguous shard; drop the key, or set "
-                "args['distributed'] = False"
-            )
-        # Keyed MC dropout: every rank draws its seed (same generator use on every rank), rank 0's is used.
-        seed = strategy._select_seed(where)
-        mine = [0, num_samples, k, 0 if seed is None else seed]
-    except Exception as exc:
-        error, mine = exc, [1, 0, 0, 0]
+    error = failure
+    mine = [1, 0, 0, 0] if failure is not None else [0, pool_size, budget, 0 if seed is None else seed]
     table = _all_gather_rows(torch.tensor(mine, dtype=torch.int64, device=device), group, world).tolist()
     _raise_if_failed(where, group, rank, [row[0] for row in table], error, lambda r: "checking the pool and budget")
     if len({row[1] for row in table}) > 1 or len({row[2] for row in table}) > 1:
@@ -137,17 +135,14 @@ def select_across_ranks(
             f"{where}: every rank must call select() with the same pool and budget; got pool sizes "
             f"{[row[1] for row in table]} and budgets {[row[2] for row in table]} on ranks 0 … {world - 1}"
         )
-    if k == 0 or num_samples == 0:
+    if budget == 0 or pool_size == 0:
         return []
-    k = min(k, num_samples)
+    k = min(budget, pool_size)
 
     # 2. This rank's shard, into its own streaming top-k. 3. Every rank's candidates to every rank.
-    start, stop = shard_bounds(num_samples, rank, world)
+    start, stop = shard_bounds(pool_size, rank, world)
     try:
-        settings, collector = strategy._score_range(
-            k, start, stop, progress=rank == 0, mc_seed=None if seed is None else table[0][3]
-        )
-        keys, summary = collector.partial()
+        keys, summary = score_shard(k, start, stop, None if seed is None else table[0][3], rank == 0)
         row = torch.cat(
             [
                 torch.zeros(1, dtype=torch.int64, device=device),
@@ -164,15 +159,15 @@ def select_across_ranks(
         row[:_HEADER] = torch.tensor([1, -1, 0, 0], dtype=torch.int64)
     table_t = _all_gather_rows(row, group, world)
     header = table_t[:, :_HEADER].tolist()  # the one host synchronization before the result's
-    _raise_if_failed(where, group, rank, [h[0] for h in header], error, lambda r: _shard_work(num_samples, r, world))
+    _raise_if_failed(where, group, rank, [h[0] for h in header], error, lambda r: _shard_work(pool_size, r, world))
 
     # 4. The same merge on every rank, hence the same result and the same errors.
     first = min((h[1] for h in header if h[1] >= 0), default=-1)
-    _apply_nan_policy(where, settings.nan_policy, first, sum(h[2] for h in header))
+    _apply_nan_policy(where, nan_policy, first, sum(h[2] for h in header))
     candidates = torch.cat([table_t[r, _HEADER : _HEADER + h[3]] for r, h in enumerate(header)])
     # The ranks kept min(k, shard size) keys each, at least k in all.
     merged = candidates.topk(k, sorted=True).values
-    return reference.decode_keys(merged)[1].tolist()
+    return decode_keys(merged)[1].tolist()
 
 
 def _apply_nan_policy(where: str, policy: str, first: int, count: int) -> None:

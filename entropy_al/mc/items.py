@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["batch_labels", "call_model", "dataset_length", "model_input", "to_device"]
+__all__ = ["as_logits", "batch_labels", "call_model", "dataset_length", "model_input", "to_device", "without_labels"]
 
 
 def to_device(value: Any, device: torch.device) -> Any:
@@ -73,3 +73,35 @@ def dataset_length(where: str, name: str, dataset: Any) -> int:
             f"TensorDataset, got {type(dataset).__name__}"
             + (" of 0 dimensions" if isinstance(dataset, torch.Tensor) else "")
         ) from None
+
+
+def as_logits(output: Any, rows: int, nclasses: int, where: str) -> torch.Tensor:
+    """Checks that a model output is a ``[rows, nclasses]`` floating tensor and returns it.
+
+    Raises:
+        TypeError: the output is not a floating tensor.
+        ValueError: its shape is not ``[rows, nclasses]``; the message names both class counts.
+    """
+    if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+        got = f"a {output.dtype} tensor" if isinstance(output, torch.Tensor) else type(output).__name__
+        raise TypeError(f"{where}: expected the model to return a floating tensor of logits, got {got}")
+    if output.dim() != 2:
+        raise ValueError(
+            f"{where}: expected the model to return logits of shape [batch, nclasses] = [{rows}, {nclasses}], "
+            f"got shape {tuple(output.shape)}"
+        )
+    if output.shape[1] != nclasses:
+        raise ValueError(
+            f"{where}: the model outputs {output.shape[1]} classes (logits of shape {tuple(output.shape)}) but "
+            f"nclasses = {nclasses}; pass nclasses={output.shape[1]} or fix the model's last layer"
+        )
+    if output.shape[0] != rows:
+        raise ValueError(f"{where}: the model returned {output.shape[0]} rows of logits for a batch of {rows} samples")
+    return output
+
+
+def without_labels(inputs: Any) -> Any:
+    """A mapping batch without its ``"labels"`` key (a new dict; the batch is untouched); other inputs as given."""
+    if isinstance(inputs, Mapping):
+        return {key: value for key, value in inputs.items() if key != "labels"}
+    return inputs

@@ -1,0 +1,81 @@
+"""The MC engine's entry point: the ``[n_drop, B, C]`` logit blocks of a model over a dataset, for a resolved plan.
+
+:func:`mc_logit_blocks` is the only way in. It puts the model in its MC mode (:func:`.model_state.mc_mode`), keys
+its dropout when the plan has a seed (:func:`.keyed.keyed_mc_dropout`), runs the batch-major loop
+(:func:`.passes.fast_mc_blocks`) or DISTIL's pass-major one (:func:`.distil_loop.distil_mc_blocks`) over the index
+range asked for, and restores everything when the generator ends, raises or is closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from .distil_loop import distil_mc_blocks
+from .keyed import KeyedMCDropout, UnkeyableDropoutError, keyed_mc_dropout
+from .model_state import mc_mode
+from .passes import fast_mc_blocks
+from .plan import MCPlan
+from .progress import ProgressBar
+
+__all__ = ["mc_logit_blocks"]
+
+
+def mc_logit_blocks(
+    model: nn.Module,
+    dataset: Dataset,
+    plan: MCPlan,
+    start: int = 0,
+    stop: int | None = None,
+    show_progress: bool = True,
+) -> Iterator[tuple[int | torch.Tensor, torch.Tensor]]:
+    """Yields ``(offset, logits)``: the ``[plan.n_drop, B, C]`` logits of the samples ``start … stop − 1`` of
+    ``dataset``, one block per batch (per stream buffer with ``plan.reproduce_distil``), in order.
+
+    ``offset`` is the dataset index of the block's first sample, or, with ``plan.batch_sampler``, the int64 indices
+    of the block's samples (the sampler's batches, in its order). With keyed dropout (``plan.mc_seed``) a sample's
+    masks are keyed by its pool index ``plan.id_base + index``, whatever the range, batch or stacking it runs in.
+
+    Close the generator when stopping early (``contextlib.closing``): the model's state is restored on close.
+    ``show_progress`` False hides the bar that ``plan.progress`` asks for (e.g. on all ranks but one).
+    """
+    stop = len(dataset) if stop is None else stop
+    if stop <= start:
+        return
+    part = dataset if (start, stop) == (0, len(dataset)) else Subset(dataset, range(start, stop))
+    with (
+        ProgressBar(stop - start, plan.progress and show_progress, plan.where) as bar,
+        mc_mode(model, plan.mc_mode),
+        _keyed(model, plan) as keyed,
+    ):
+        if plan.reproduce_distil:
+            blocks = distil_mc_blocks(model, part, plan, bar)
+        else:
+            blocks = fast_mc_blocks(model, part, _shifted(plan, start), bar, keyed)
+        with contextlib.closing(blocks):
+            for offset, logits in blocks:
+                yield (offset + start if start else offset), logits
+
+
+def _shifted(plan: MCPlan, start: int) -> MCPlan:
+    """The plan of a range that starts at ``start``: its samples keep their pool indices for keyed dropout."""
+    return plan if start == 0 else dataclasses.replace(plan, id_base=plan.id_base + start)
+
+
+@contextlib.contextmanager
+def _keyed(model: nn.Module, plan: MCPlan) -> Iterator[KeyedMCDropout | None]:
+    if plan.mc_seed is None:
+        yield None
+        return
+    try:
+        with keyed_mc_dropout(model, plan.mc_seed) as keyed:
+            yield keyed
+    except UnkeyableDropoutError as exc:
+        raise UnkeyableDropoutError(
+            f"{plan.where}: args['mc_dropout'] = 'keyed': {exc} (args['mc_dropout'] = 'torch')"
+        ) from exc
