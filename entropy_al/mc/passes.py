@@ -123,7 +123,7 @@ def mc_forward(
                 keys = keyed.batch(ids.repeat(copies), passes, first_site=0 if plan.split is None else 1 << 20)
             with keys:
                 if grouping.probing and repeatable:
-                    output, activation_bytes = measured_call(net, lambda batch=batch: run(batch))
+                    output, activation_bytes = measured_call(net, lambda batch=batch, run=run: run(batch))
                     grouping.bytes_per_sample = (activation_bytes + nbytes(features)) / max(1, rows)
                 else:
                     output = run(batch)
