@@ -11,14 +11,7 @@
 
 #include <cstdint>
 
-// Same definition as in mc_scores_math.h (an identical redefinition is allowed).
-#if defined(__CUDACC__)
-#define ENTROPY_AL_HOST_DEVICE __host__ __device__ __forceinline__
-#define ENTROPY_AL_UNROLL _Pragma("unroll")
-#else
-#define ENTROPY_AL_HOST_DEVICE inline
-#define ENTROPY_AL_UNROLL _Pragma("GCC unroll 16")
-#endif
+#include "common.h"
 
 namespace entropy_al {
 

@@ -13,14 +13,10 @@
 #include <string_view>
 
 #include "acquisition_math.h"
+#include "common_host.h"
 #include "mc_scores_math.h"
 
 namespace entropy_al {
-
-// "torch.int64" rather than "Long": the name users write, as the Python layer prints it.
-inline std::string dtype_name(at::ScalarType dtype) {
-  return "torch." + std::string(c10::getDtypeNames(dtype).first);
-}
 
 // float64 logits are shifted by their row max in float64 before the kernels convert them to float32: near-tied
 // logits of huge magnitude (|z| ~ 1e4) would otherwise lose their difference. Softmax is shift-invariant; rows
@@ -30,20 +26,19 @@ inline at::Tensor shift_float64_rows(const at::Tensor& logits) {
   return logits.sub(at::amax(logits, {2}, /*keepdim=*/true));
 }
 
+// The score names, in the order of enum Score (the one list in csrc).
+constexpr const char* kScoreNames[] = {"entropy", "bald", "margin", "least_confidence"};
+constexpr int kNumScores = static_cast<int>(sizeof(kScoreNames) / sizeof(kScoreNames[0]));
+
 inline Score parse_score(const char* op, std::string_view name, int64_t num_classes) {
-  Score score;
-  if (name == "entropy") {
-    score = Score::kEntropy;
-  } else if (name == "bald") {
-    score = Score::kBald;
-  } else if (name == "margin") {
-    score = Score::kMargin;
-  } else if (name == "least_confidence") {
-    score = Score::kLeastConfidence;
-  } else {
-    TORCH_CHECK_VALUE(false, op, ": expected `score` to be one of 'entropy', 'bald', 'margin', 'least_confidence', got '",
-                      std::string(name), "'");
+  int found = -1;
+  std::string expected;
+  for (int i = 0; i < kNumScores; ++i) {
+    if (name == kScoreNames[i]) found = i;
+    expected += (i == 0 ? "'" : ", '") + std::string(kScoreNames[i]) + "'";
   }
+  TORCH_CHECK_VALUE(found >= 0, op, ": expected `score` to be one of ", expected, ", got '", std::string(name), "'");
+  const auto score = static_cast<Score>(found);
   TORCH_CHECK_VALUE(score != Score::kMargin || num_classes >= 2, op,
                     ": score 'margin' needs C >= 2 classes, got C = ", num_classes);
   return score;
@@ -59,6 +54,12 @@ inline void check_logits(const char* op, const at::Tensor& logits) {
                     logits.size(0));
   TORCH_CHECK_VALUE(logits.size(2) >= 1, op, ": expected `logits` with C = size(2) >= 1 classes, got C = ",
                     logits.size(2));
+}
+
+inline void check_topk_scores(const char* op, const at::Tensor& scores) {
+  TORCH_CHECK_TYPE(scores.dim() == 1 && scores.is_floating_point(), op,
+                   ": expected `scores` to be a 1-D floating tensor, got ", dtype_name(scores.scalar_type()),
+                   " tensor of shape ", scores.sizes());
 }
 
 inline void check_topk_state(const char* op, const at::Tensor& state, const at::Device& device, int64_t offset,

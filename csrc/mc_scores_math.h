@@ -3,14 +3,11 @@
 // exactly the arithmetic the GPU runs.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define ENTROPY_AL_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define ENTROPY_AL_HOST_DEVICE inline
-#endif
+#include "common.h"
 
 namespace entropy_al {
 
@@ -21,6 +18,39 @@ constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kInf = __builtin_huge_valf();
 // exp2 of anything below this is flushed to 0, like float32 softmax underflow; it also keeps e * t finite.
 constexpr float kMinExp2Arg = -127.0f;
+
+// The base-2 exponent t = (z - max) log2(e) of a logit in its row. Subtracting before scaling keeps the gap of
+// near-tied logits of large magnitude exact.
+ENTROPY_AL_HOST_DEVICE float exp2_exponent(float z, float row_max) { return (z - row_max) * kLog2e; }
+
+// The same exponent as one FMA, z log2(e) - c with c = max log2(e) rounded once: z log2(e) is not rounded
+// inside the FMA, and the rounding error of c (at most half an ulp of c) shifts every exponent of the row alike,
+// which the softmax (and the entropy from S and T below) does not see. Rows with |max| > kMaxFmaLogit need the
+// two-op form: there c's rounding error could exceed 1/2 (and, for huge logits, overflow 2^t).
+constexpr float kMaxFmaLogit = 1.0e7f;
+ENTROPY_AL_HOST_DEVICE float scaled_row_max(float row_max) { return row_max * kLog2e; }
+ENTROPY_AL_HOST_DEVICE float exp2_exponent_fma(float z, float scaled_max) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(z, kLog2e, -scaled_max);
+#else
+  return std::fma(z, kLog2e, -scaled_max);
+#endif
+}
+
+// t clamped at kMinExp2Arg: a -inf logit then gives e = 0 and e * t = 0 instead of NaN. On the GPU a NaN stays
+// NaN (max.NaN), so that a bad logit reaches the row sums and is detected there; the CPU detects bad logits on
+// its own and maps NaN into range, so that its polynomial exp2 never converts NaN to an integer.
+ENTROPY_AL_HOST_DEVICE float clamp_exp2_arg(float t) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  float clamped;
+  asm("max.NaN.f32 %0, %1, %2;" : "=f"(clamped) : "f"(t), "f"(kMinExp2Arg));
+  return clamped;
+#elif defined(__CUDA_ARCH__)
+  return t != t ? t : fmaxf(t, kMinExp2Arg);
+#else
+  return t >= kMinExp2Arg ? t : kMinExp2Arg;
+#endif
+}
 
 // 2^x for kMinExp2Arg <= x <= 0 (callers clamp, which also maps NaN into range), flushed to 0 below about
 // -126.5 like float32 softmax underflow. The GPU uses the MUFU ex2 unit; the CPU a degree-5 minimax polynomial
@@ -88,8 +118,24 @@ ENTROPY_AL_HOST_DEVICE float neg_p_log_p(float p) { return p > 0.0f ? -p * fast_
 
 // Entropy (nats) of one softmax row from its base-2 sums over the classes: S = sum e_c and
 // T = sum e_c t_c with t_c = (z_c - max) log2(e) and e_c = 2^t_c. H = ln2 (log2 S - T / S), no per-element log.
+// log2 of x > 0 (normal floats): MUFU lg2 on the GPU.
+ENTROPY_AL_HOST_DEVICE float fast_log2(float x) {
+#if defined(__CUDA_ARCH__)
+  return __log2f(x);
+#else
+  return fast_log(x) * kLog2e;
+#endif
+}
+
+// The same entropy in bits, log2 S - T / S (a kernel can sum these over rows and scale by ln 2 once).
+ENTROPY_AL_HOST_DEVICE float row_entropy_bits(float sum_e, float sum_e_t, float inv_sum_e) {
+  return fast_log2(sum_e) - sum_e_t * inv_sum_e;
+}
+ENTROPY_AL_HOST_DEVICE float row_entropy(float sum_e, float sum_e_t, float inv_sum_e) {
+  return kLn2 * row_entropy_bits(sum_e, sum_e_t, inv_sum_e);
+}
 ENTROPY_AL_HOST_DEVICE float row_entropy(float sum_e, float sum_e_t) {
-  return kLn2 * (fast_log(sum_e) * kLog2e - sum_e_t / sum_e);
+  return row_entropy(sum_e, sum_e_t, 1.0f / sum_e);
 }
 
 // Running statistics of the mean probabilities p̄ of one sample, fed class by class.
@@ -100,12 +146,14 @@ struct MeanProbStats {
 
   ENTROPY_AL_HOST_DEVICE void add(float p) {
     entropy += neg_p_log_p(p);
-    if (p > top1) {
-      top2 = top1;
-      top1 = p;
-    } else if (p > top2) {
-      top2 = p;
-    }
+    add_to_top_two(p);
+  }
+
+  // Without branches (selects only): the larger of (p, top1) is the new top1, the smaller competes for top2.
+  ENTROPY_AL_HOST_DEVICE void add_to_top_two(float p) {
+    const float smaller = p > top1 ? top1 : p;
+    top1 = p > top1 ? p : top1;
+    top2 = smaller > top2 ? smaller : top2;
   }
 
   // Folds in the statistics of another share of the classes (for parallel reductions).
@@ -150,5 +198,9 @@ ENTROPY_AL_HOST_DEVICE int64_t encode_key(float score, int64_t index) {
   const int64_t high = static_cast<int64_t>(ordered) - (int64_t{1} << 31);
   return high * (int64_t{1} << 32) + (int64_t{0xffffffff} - index);
 }
+
+// True when a key can enter a top-k whose current k-th best key is `threshold` (keys are unique, so equality
+// means the same sample). INT64_MIN stands for "not full yet": every key is a candidate.
+ENTROPY_AL_HOST_DEVICE bool beats_threshold(int64_t key, int64_t threshold) { return key > threshold; }
 
 }  // namespace entropy_al

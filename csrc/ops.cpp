@@ -5,6 +5,7 @@
 #include <torch/version.h>
 
 #include <string>
+#include <tuple>
 
 extern "C" PyObject* PyInit__C(void) {
   static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
@@ -17,6 +18,11 @@ namespace entropy_al {
 std::string cuda_arch_list();  // csrc/cuda: the architectures nvcc compiled for
 #endif
 
+// csrc/mc_scores_tiles.cpp: the v2 CUDA kernel's index arithmetic on the host, for the tests.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> tile_plan(int64_t num_classes, int64_t num_samples, int64_t passes,
+                                                         int64_t element_bytes, int64_t misalignment, int64_t tile,
+                                                         int64_t pass_index);
+
 // "key=value;..." facts about this build, for `python -m entropy_al info`.
 std::string build_info() {
 #ifdef WITH_CUDA
@@ -28,7 +34,7 @@ std::string build_info() {
 }
 
 TORCH_LIBRARY(entropy_al, m) {
-  // [K, N, C] logits of K MC passes -> float32 [N] scores of the mean softmax; score names as in SPEC §1.
+  // [K, N, C] logits of K MC passes -> float32 [N] scores of the mean softmax (score names: csrc/mc_scores.h).
   m.def("mc_scores(Tensor logits, str score) -> Tensor");
   // Merges float scores [B] of pool indices offset.. into the int64 keys `state` (descending); returns the
   // best min(k, len(state) + B) keys, descending. acquisition "top" ranks the scores; "power" and "softmax" rank
@@ -45,6 +51,11 @@ TORCH_LIBRARY(entropy_al, m) {
   // x [B, ...] * keep / (1 - p), keep drawn per element from Philox(seed; sample_ids[b], pass_ids[b], position).
   m.def("keyed_dropout(Tensor x, float p, int seed, Tensor sample_ids, Tensor pass_ids) -> Tensor");
   m.def("_build_info() -> str", &build_info);
+  // Test only: which elements one block of the v2 CUDA score kernel stages and reads (CPU tensors).
+  m.def(
+      "_tile_plan(int num_classes, int num_samples, int passes, int element_bytes, int misalignment, int tile, "
+      "int pass_index) -> (Tensor, Tensor, Tensor)",
+      &tile_plan);
 }
 
 }  // namespace entropy_al

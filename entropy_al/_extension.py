@@ -19,7 +19,7 @@ __all__ = ["EXTENSION_LOADED", "LOAD_ERROR", "backend", "backend_info", "cpu_cap
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # Every op of csrc/ops.cpp: the library must define them all to be used.
-_OPS = ("mc_scores", "topk_update", "mc_topk_update", "keyed_dropout", "_build_info", "_cpu_capability")
+_OPS = ("mc_scores", "topk_update", "mc_topk_update", "keyed_dropout", "_build_info", "_cpu_capability", "_tile_plan")
 
 
 def _libraries(folder: str) -> list[str]:

@@ -52,8 +52,7 @@ inline RowSums exp_row(const float* z, int64_t num_classes, float* e) {
     float block_e = 0.0f, block_e_t = 0.0f;
 #pragma omp simd reduction(+ : block_e, block_e_t)
     for (int64_t c = block; c < end; ++c) {
-      float t = (z[c] - max_z) * kLog2e;
-      t = t >= kMinExp2Arg ? t : kMinExp2Arg;  // -inf logits: e = 0 and e * t = 0, not NaN
+      const float t = clamp_exp2_arg(exp2_exponent(z[c], max_z));  // -inf logits: e = 0 and e * t = 0, not NaN
       const float ec = fast_exp2(t);
       e[c] = ec;
       block_e += ec;
@@ -131,8 +130,7 @@ void small_classes_tile(const scalar_t* logits, int64_t K, int64_t C, int64_t st
     for (int64_t c = 0; c < C; ++c) {
 #pragma omp simd
       for (int64_t j = 0; j < kLanes; ++j) {
-        float t = (z[c][j] - max_z[j]) * kLog2e;
-        t = t >= kMinExp2Arg ? t : kMinExp2Arg;
+        const float t = clamp_exp2_arg(exp2_exponent(z[c][j], max_z[j]));
         e[c][j] = fast_exp2(t);
         sum_e[j] += e[c][j];
         sum_e_t[j] += e[c][j] * t;

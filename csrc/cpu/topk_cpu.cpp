@@ -28,7 +28,7 @@ at::Tensor merge_block(const float* scores, int64_t count, const at::Tensor& sta
     candidates.reserve(full ? 0 : count);
     for (int64_t i = 0; i < count; ++i) {
       const int64_t key = encode_key(scores[i], offset + i);
-      if (!full || key > threshold) candidates.push_back(key);
+      if (!full || beats_threshold(key, threshold)) candidates.push_back(key);
     }
   }
   const int64_t merged = std::min<int64_t>(k, kept + static_cast<int64_t>(candidates.size()));
@@ -53,9 +53,7 @@ at::Tensor merge_block(const float* scores, int64_t count, const at::Tensor& sta
 
 at::Tensor topk_update_cpu(const at::Tensor& scores, const at::Tensor& state, int64_t offset, int64_t k,
                            c10::string_view acquisition, double coldness, int64_t acquisition_seed) {
-  TORCH_CHECK_TYPE(scores.dim() == 1 && scores.is_floating_point(),
-                   "topk_update: expected `scores` to be a 1-D floating tensor, got ", dtype_name(scores.scalar_type()),
-                   " tensor of shape ", scores.sizes());
+  check_topk_scores("topk_update", scores);
   check_topk_state("topk_update", state, scores.device(), offset, scores.numel(), k);
   const AcquisitionParams params = parse_acquisition("topk_update", acquisition, coldness, acquisition_seed);
   const at::Tensor block = scores.to(at::kFloat).contiguous();

@@ -1,5 +1,7 @@
-// CUDA kernel of mc_scores: one fused pass over the [K, N, C] logits, float32 accumulation, 64-bit indexing,
-// any strides. The per-element math is the CPU kernel's (csrc/mc_scores_math.h).
+// CUDA kernels of mc_scores, generation 1 (the `v1` kernels): one fused pass over the [K, N, C] logits, float32
+// accumulation, 64-bit indexing, any strides. The per-element math is the CPU kernel's (csrc/mc_scores_math.h).
+// They serve what the v2 kernels (mc_scores_v2.cuh) do not: strided logits, C > 1024, 16-bit logits with odd C,
+// and everything when ENTROPY_AL_SCORE_KERNEL=v1. This file also holds the launcher that picks between them.
 //
 // Design
 // - A *group* of G threads scores one sample: it walks the sample's K rows; each thread holds V classes of the
@@ -23,8 +25,7 @@
 // - Expected (to measure on a GPU): 32..138 registers per thread, no spills; each SM keeps ~32..64 KiB of
 //   fp32 loads in flight (half for bf16), so C >= 64 should approach the copy roof. C <= 16 is the weak
 //   spot: sub-warp loads touch ~3 sectors per useful one (L1 absorbs it), and the shuffles per row exceed
-//   the issue budget of bf16 on H200. Staging [N_b, C] slabs through shared memory, one thread per sample,
-//   is the next step there (PERF.md).
+//   the issue budget of bf16 on H200; the v2 kernels stage [N_b, C] slabs through shared memory instead.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -39,6 +40,7 @@
 #include <cuda/functional>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "../mc_scores.h"
@@ -78,8 +80,7 @@ struct MergeStats {
 
 // The exponent t = (z - max) log2(e) of a logit, clamped as in the CPU kernel (-inf logits give e = 0, e t = 0).
 __device__ __forceinline__ float exp2_arg(float z, float row_max) {
-  const float t = (z - row_max) * kLog2e;
-  return t >= kMinExp2Arg ? t : kMinExp2Arg;
+  return clamp_exp2_arg(exp2_exponent(z, row_max));
 }
 
 // True when a row's reduced max says the row (hence the sample) is bad: a NaN or +inf logit was folded in as
@@ -206,7 +207,7 @@ __device__ __forceinline__ void load_row(const scalar_t* __restrict__ row, int64
 // The min-blocks hint of 1 stops ptxas from capping registers at an occupancy step and spilling a few bytes.
 template <typename scalar_t, int kThreads, int kValues>
 __global__ void __launch_bounds__(Group<kThreads>::kBlockThreads, 1)
-    mc_scores_register_kernel(const scalar_t* __restrict__ logits,  // [K, N, C], strides below
+    mc_scores_v1_register_kernel(const scalar_t* __restrict__ logits,  // [K, N, C], strides below
                               int64_t K, int64_t N, int64_t C, int64_t stride_k, int64_t stride_n,
                               int64_t stride_c, Score score,
                               float* __restrict__ scores,   // [N] or null
@@ -288,7 +289,7 @@ __global__ void __launch_bounds__(Group<kThreads>::kBlockThreads, 1)
 // launch bounds are the register kernel's.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kLargeThreads, 1)
-    mc_scores_large_classes_kernel(const scalar_t* __restrict__ logits,  // [K, N, C], strides below
+    mc_scores_v1_large_classes_kernel(const scalar_t* __restrict__ logits,  // [K, N, C], strides below
                                    int64_t K, int64_t N, int64_t C, int64_t stride_k, int64_t stride_n,
                                    int64_t stride_c, Score score,
                                    float* __restrict__ scores,  // [N] or null
@@ -402,20 +403,28 @@ unsigned int grid_size(int64_t work_blocks, int block_threads) {
 
 }  // namespace
 
-void mc_scores_cuda_launch(const at::Tensor& raw_logits, Score score, float* scores, int64_t* keys,
-                           int64_t first_index, const AcquisitionParams& acquisition) {
-  const at::Tensor logits = shift_float64_rows(raw_logits);
+namespace {
+
+__global__ void set_count_kernel(unsigned int* count, unsigned int value) { *count = value; }
+
+// ENTROPY_AL_SCORE_KERNEL=v1 selects the v1 kernels for everything (read on every launch, so that one process
+// can compare the generations).
+bool v1_requested() {
+  const char* choice = std::getenv("ENTROPY_AL_SCORE_KERNEL");
+  return choice != nullptr && std::string(choice) == "v1";
+}
+
+void mc_scores_v1_launch(const at::Tensor& logits, Score score, float* scores, int64_t* keys, int64_t first_index,
+                         const AcquisitionParams& acquisition, cudaStream_t stream) {
   const int64_t K = logits.size(0), N = logits.size(1), C = logits.size(2);
-  if (N == 0) return;
   const int64_t stride_k = logits.stride(0), stride_n = logits.stride(1), stride_c = logits.stride(2);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mc_scores_cuda", [&] {
     const scalar_t* data = logits.const_data_ptr<scalar_t>();
     const bool in_registers = row_tile_switch(C, [&](auto tile) {
       using Tile = decltype(tile);
       using G = Group<Tile::kThreads>;
       const int64_t work_blocks = (N + G::kGroupsPerBlock - 1) / G::kGroupsPerBlock;
-      mc_scores_register_kernel<scalar_t, Tile::kThreads, Tile::kValues>
+      mc_scores_v1_register_kernel<scalar_t, Tile::kThreads, Tile::kValues>
           <<<grid_size(work_blocks, G::kBlockThreads), G::kBlockThreads, 0, stream>>>(
               data, K, N, C, stride_k, stride_n, stride_c, score, scores, keys, first_index, acquisition);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -423,12 +432,46 @@ void mc_scores_cuda_launch(const at::Tensor& raw_logits, Score score, float* sco
     if (!in_registers) {
       const unsigned int grid = grid_size(N, kLargeThreads);
       at::Tensor row_stats = at::empty({static_cast<int64_t>(grid) * K * 2}, logits.options().dtype(at::kFloat));
-      mc_scores_large_classes_kernel<scalar_t><<<grid, kLargeThreads, 0, stream>>>(
+      mc_scores_v1_large_classes_kernel<scalar_t><<<grid, kLargeThreads, 0, stream>>>(
           data, K, N, C, stride_k, stride_n, stride_c, score, scores, keys, first_index, acquisition,
           row_stats.mutable_data_ptr<float>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
+}
+
+}  // namespace
+
+void mc_scores_cuda_launch(const at::Tensor& raw_logits, Score score, const ScoreOutput& out) {
+  at::Tensor logits = shift_float64_rows(raw_logits);
+  if (logits.size(1) == 0) return;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (!v1_requested()) {
+    if (logits.scalar_type() == at::kDouble) logits = logits.to(at::kFloat);  // already shifted by its row max
+    bool served = false;
+    switch (logits.scalar_type()) {
+      case at::kFloat:
+        served = mc_scores_v2_launch<float>(logits, score, out, stream);
+        break;
+      case at::kHalf:
+        served = mc_scores_v2_launch<__half>(logits, score, out, stream);
+        break;
+      case at::kBFloat16:
+        served = mc_scores_v2_launch<__nv_bfloat16>(logits, score, out, stream);
+        break;
+      default:
+        break;
+    }
+    if (served) return;
+  }
+  if (out.threshold == nullptr) {
+    mc_scores_v1_launch(logits, score, out.scores, out.keys, out.first_index, out.acquisition, stream);
+    return;
+  }
+  // The v1 kernels do not filter: every key becomes a candidate (the merge drops those below the threshold).
+  mc_scores_v1_launch(logits, score, nullptr, out.candidates, out.first_index, out.acquisition, stream);
+  set_count_kernel<<<1, 1, 0, stream>>>(out.count, static_cast<unsigned int>(logits.size(1)));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 namespace {
@@ -440,7 +483,9 @@ at::Tensor mc_scores_cuda(const at::Tensor& logits, c10::string_view score_name)
   const c10::cuda::CUDAGuard device_guard(logits.device());
   at::Tensor out = at::empty({logits.size(1)}, logits.options().dtype(at::kFloat));
   if (out.numel() == 0) return out;
-  mc_scores_cuda_launch(logits, score, out.mutable_data_ptr<float>(), nullptr, 0);
+  ScoreOutput result{};
+  result.scores = out.mutable_data_ptr<float>();
+  mc_scores_cuda_launch(logits, score, result);
   return out;
 }
 

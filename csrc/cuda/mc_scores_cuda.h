@@ -1,31 +1,29 @@
-// What the CUDA translation units share: the scoring launcher (the fused top-k writes its keys through it) and
-// the device's multiprocessor count for grid sizing. Included only by csrc/cuda/*.cu.
+// What the CUDA translation units share: the scoring launchers (the fused top-k writes its keys through them).
+// Included only by csrc/cuda/*.cu.
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <c10/cuda/CUDAException.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
 
-#include "../acquisition_math.h"
 #include "../mc_scores_math.h"
+#include "device.h"
+#include "mc_scores_v2.cuh"
 
 namespace entropy_al {
 
 // Scores `logits` [K, N, C] (already checked; any strides) on the current CUDA stream; the caller holds a
-// CUDAGuard for the logits' device. Writes either float32 scores to `scores` [N] or, when `keys` is not null,
-// the top-k keys acquisition_key(score_n, first_index + n, acquisition) to `keys` [N]. Does nothing when N == 0.
-void mc_scores_cuda_launch(const at::Tensor& logits, Score score, float* scores, int64_t* keys,
-                           int64_t first_index, const AcquisitionParams& acquisition = {});
+// CUDAGuard for the logits' device. Results go to `out` (scores, keys, or keys beating a threshold appended to
+// candidates; when the v1 kernels score, every key is appended); nothing happens when N == 0. The v2 kernels
+// serve float32/float16/bfloat16 logits whose rows are contiguous and consecutive (a contiguous tensor or a
+// slice of samples of one) with C <= 1024 (16-bit: C even), and float64 converted to float32 after its row
+// shift; the v1 kernels serve everything else, and everything when ENTROPY_AL_SCORE_KERNEL=v1.
+void mc_scores_cuda_launch(const at::Tensor& logits, Score score, const ScoreOutput& out);
 
-// Streaming multiprocessors of the current device (the runtime caches device attributes: no synchronization).
-inline int multiprocessor_count() {
-  int device = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  int count = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-  return count;
-}
+// The v2 launcher for one input dtype (T = float, __half or __nv_bfloat16): returns false (and launches
+// nothing) when v2 cannot serve these logits.
+template <typename T>
+bool mc_scores_v2_launch(const at::Tensor& logits, Score score, const ScoreOutput& out, cudaStream_t stream);
 
 }  // namespace entropy_al

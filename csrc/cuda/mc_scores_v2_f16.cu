@@ -1,0 +1,6 @@
+// The v2 score kernels for __half logits (one translation unit per dtype: they compile in parallel).
+#include "mc_scores_v2_launch.cuh"
+
+namespace entropy_al {
+template bool mc_scores_v2_launch<__half>(const at::Tensor&, Score, const ScoreOutput&, cudaStream_t);
+}  // namespace entropy_al
