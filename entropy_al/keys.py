@@ -3,13 +3,23 @@
 High 32 bits: the score's order-preserving float32 bits (NaN lowest); low 32 bits: the inverted pool index, so that
 of two equal scores the lower index has the larger key. Keys are unique, so any correct top-k of them is the same
 set in the same order on every backend. The compiled kernels (csrc/) build the same keys.
+
+Scores that float32 would round (float64, 32- and 64-bit integers) get exact keys instead: pairs of int64 tensors
+(:func:`wide_ordered_bits`, pool index), ranked by a stable lexicographic sort (:mod:`entropy_al.selection.topk`).
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["MAX_POOL_INDEX", "decode_keys", "encode_keys", "encode_indexed_keys"]
+__all__ = [
+    "MAX_POOL_INDEX",
+    "decode_keys",
+    "decode_wide_bits",
+    "encode_indexed_keys",
+    "encode_keys",
+    "wide_ordered_bits",
+]
 
 # Pool indices are stored in 32 bits of a 64-bit key.
 MAX_POOL_INDEX = (1 << 32) - 1
@@ -46,3 +56,30 @@ def decode_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     bits = torch.where(bits >= (1 << 31), bits - (1 << 32), bits)  # to the int32 range before the cast
     scores = bits.to(torch.int32).view(torch.float32)
     return scores, index
+
+
+# 64-bit scores (float64, and integers, which float32 would round) keep an exact key: a pair of int64 tensors,
+# (order-preserving score bits, pool index), ordered lexicographically by (bits descending, index ascending).
+_INT64_MIN = -(1 << 63)
+_MAGNITUDE = (1 << 63) - 1
+
+
+def wide_ordered_bits(scores: torch.Tensor) -> torch.Tensor:
+    """int64 with the order of ``scores``: integers as they are; floats through float64, ``-0.0`` tied with ``+0.0``,
+    NaN → ``-2**63``, below every number."""
+    if not scores.is_floating_point():
+        return scores.to(torch.int64)
+    s = scores.to(torch.float64)
+    s = torch.where(s == 0, torch.zeros_like(s), s)
+    bits = s.view(torch.int64)
+    key = torch.where(bits < 0, bits ^ _MAGNITUDE, bits)  # negative floats: larger magnitude, smaller key
+    return torch.where(torch.isnan(s), torch.full_like(key, _INT64_MIN), key)
+
+
+def decode_wide_bits(bits: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Inverse of :func:`wide_ordered_bits`: int64 scores for ``dtype`` int64, else float64 (NaN for ``-2**63``)."""
+    if dtype == torch.int64:
+        return bits
+    raw = torch.where(bits < 0, bits ^ _MAGNITUDE, bits)
+    scores = raw.view(torch.float64)
+    return torch.where(bits == _INT64_MIN, torch.full_like(scores, float("nan")), scores)

@@ -93,7 +93,7 @@ POOL = make_pool(8)
 
 MODEL_OUTPUTS = {
     "tuple": (lambda z, x: (z, x), TypeError, "expected the model to return a floating tensor of logits, got tuple"),
-    "dict": (lambda z, x: {"logits": z}, TypeError, "floating tensor of logits, got dict"),
+    "dict": (lambda z, x: {"scores": z}, TypeError, "floating tensor of logits, got dict"),
     "list": (lambda z, x: [z], TypeError, "floating tensor of logits, got list"),
     "int-tensor": (lambda z, x: z.long(), TypeError, "floating tensor of logits, got a torch.int64 tensor"),
     "bool-tensor": (lambda z, x: z > 0, TypeError, "floating tensor of logits, got a torch.bool tensor"),
@@ -162,7 +162,7 @@ def test_bad_embedding_output_is_named(output, method):
     [
         (lambda z, x: (torch.cat([z, z], 1), x), ValueError, "outputs 8 classes .* but nclasses = 4"),
         (lambda z, x: (z.long(), x), TypeError, "floating tensor of logits, got a torch.int64 tensor"),
-        (lambda z, x: ({"logits": z}, x), TypeError, "floating tensor of logits, got dict"),
+        (lambda z, x: ({"scores": z}, x), TypeError, "floating tensor of logits, got dict"),
     ],
 )
 def test_bad_logits_of_grad_embedding_are_named(output, error, match):

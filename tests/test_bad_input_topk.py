@@ -171,10 +171,10 @@ OP_CASES = [
         "stk-update-2d",
     ),
     error_case(
-        lambda: entropy_al.StreamingTopK(3).update(torch.arange(4), 0),
+        lambda: entropy_al.StreamingTopK(3).update(torch.arange(4) > 1, 0),
         TypeError,
-        "`scores` .* got torch.int64",
-        "stk-update-int",
+        "`scores` .* got torch.bool",
+        "stk-update-bool",
     ),
     error_case(
         lambda: entropy_al.StreamingTopK(3).update(torch.randn(4), 1.0),

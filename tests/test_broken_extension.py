@@ -143,8 +143,7 @@ def _expected() -> dict:
     model = nn.Linear(5, 5)
     model.load_state_dict({"weight": torch.eye(5), "bias": torch.zeros(5)})
     strategy = entropy_al.EntropySamplingDropout(None, logits[0], model, 5, {"device": "cpu", "n_drop": 1})
-    with pytest.warns(UserWarning, match="no dropout module"):
-        selected = strategy.select(6)
+    selected = strategy.select(6)  # one pass: nothing to compare, so no "no dropout module" warning
     return {
         "scores": {s: reference.mc_scores_reference(logits, s) for s in reference.SCORES},
         "topk": topk.indices.tolist(),

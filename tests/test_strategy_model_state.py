@@ -161,8 +161,9 @@ def test_dropout_mode_covers_transformer_attention_dropout():
 
 def test_dropout_mode_warns_when_the_model_has_no_dropout_module():
     model = nn.Sequential(nn.Linear(6, NUM_CLASSES))
-    with pytest.warns(UserWarning, match="no dropout module.*mc_mode"), mc_mode(model, "dropout"):
-        pass
+    dropout_mode = entropy_al.EntropySamplingDropout(None, make_pool(5), model, NUM_CLASSES, {"device": "cpu"})
+    with pytest.warns(UserWarning, match="no dropout module.*mc_mode"):
+        dropout_mode.select(2)
     strategy = entropy_al.EntropySamplingDropout(
         None, make_pool(5), model, NUM_CLASSES, {"device": "cpu", "mc_mode": "train"}
     )

@@ -129,6 +129,6 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="expected `offset` to be an int >= 0"):
         topk.update(torch.randn(4), -2)
     with pytest.raises(TypeError, match="expected `scores` to be a 1-D floating tensor"):
-        topk.update(torch.arange(4), 0)
+        topk.update(torch.arange(4) > 1, 0)  # integer scores are ranked exactly; bool is no score
     with pytest.raises(ValueError, match="pool indices must be below 2\\*\\*32"):
         topk.update(torch.randn(4), 2**32 - 2)

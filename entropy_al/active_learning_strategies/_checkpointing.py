@@ -59,7 +59,9 @@ def selection_seeds(settings: CallSettings, saved: dict[str, int]) -> dict[str, 
         seeds["mc_seed"] = drawn
     if settings.acquisition != "top":  # drawn after the keyed-dropout seed, as without a checkpoint
         saved_seed = saved.get("acquisition_seed")
-        seeds["acquisition_seed"] = saved_seed if saved_seed is not None else with_acquisition_seed(settings).acquisition_seed
+        seeds["acquisition_seed"] = (
+            saved_seed if saved_seed is not None else with_acquisition_seed(settings).acquisition_seed
+        )
     return seeds
 
 

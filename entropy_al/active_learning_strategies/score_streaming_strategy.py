@@ -318,4 +318,5 @@ def _as_scores(scores: Any, rows: int, where: str) -> torch.Tensor:
             f"{where}: expected acquire_scores to return {rows} scores (shape [{rows}]), got shape "
             f"{tuple(scores.shape)}"
         )
-    return scores if scores.is_floating_point() else scores.to(torch.float32)
+    # Integer scores stay integers: the top-k ranks them (and float64) exactly.
+    return scores.to(torch.float32) if scores.dtype == torch.bool else scores

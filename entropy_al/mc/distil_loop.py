@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .isolation import PassIsolation
 from .items import as_logits, call_model, model_input, to_device
 from .plan import MCPlan
 from .progress import ProgressBar
@@ -33,6 +34,7 @@ def distil_mc_blocks(
     """Pass-major MC passes. Yields ``(offset, logits)``, one ``[n_drop, buffer, C]`` block per stream buffer.
     ``start_pass`` is called before each pass (DISTIL's BatchBALD resets its injected dropout's mask there)."""
     num_samples = len(dataset)
+    isolation = PassIsolation(plan.where)  # the pool is never written, and each pass's logits are copied at once
     for buffer_start in range(0, num_samples, plan.buffer_size):
         buffer_stop = min(num_samples, buffer_start + plan.buffer_size)
         loader = DataLoader(Subset(dataset, range(buffer_start, buffer_stop)), batch_size=plan.batch_size)
@@ -45,7 +47,8 @@ def distil_mc_blocks(
                 rows = min(plan.batch_size, buffer_stop - buffer_start - position)
                 inputs = to_device(model_input(batch, plan.where), plan.device)
                 with torch.no_grad():
-                    logits = as_logits(call_model(model, inputs), rows, plan.nclasses, plan.where)
+                    output = isolation.model(lambda batch: call_model(model, batch), inputs)
+                    logits = as_logits(output, rows, plan.nclasses, plan.where)
                 if block is None:
                     block = logits.new_empty((plan.n_drop, buffer_stop - buffer_start, plan.nclasses))
                 block[k, position : position + rows] = logits

@@ -3,13 +3,17 @@
 :func:`mc_logit_blocks` is the only way in. It puts the model in its MC mode (:func:`.model_state.mc_mode`), keys
 its dropout when the plan has a seed (or injects a consistent dropout, :mod:`.injection`) (:func:`.keyed.keyed_mc_dropout`), runs the batch-major loop
 (:func:`.passes.fast_mc_blocks`) or DISTIL's pass-major one (:func:`.distil_loop.distil_mc_blocks`) over the index
-range asked for, and restores everything when the generator ends, raises or is closed.
+range asked for, and restores everything when the generator ends, raises or is closed. In mc_mode 'dropout', when the
+passes of the first block are all identical (no dropout is active), it warns once, at the user's line that asked.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import sys
+import warnings
 from collections.abc import Callable, Iterator
 
 import torch
@@ -63,8 +67,50 @@ def mc_logit_blocks(
         else:
             blocks = fast_mc_blocks(model, part, _shifted(plan, start), bar, keyed)
         with contextlib.closing(blocks):
+            first = True
             for offset, logits in blocks:
+                if first:
+                    first = False
+                    _warn_if_identical(model, plan, logits)
                 yield (offset + start if start else offset), logits
+
+
+def _warn_if_identical(model: nn.Module, plan: MCPlan, logits: torch.Tensor) -> None:
+    """Warns when the ``n_drop`` passes of a block are all the same: MC dropout would score one deterministic pass.
+
+    The logits decide, not the module types: an always-on dropout subclass or ``F.dropout(training=True)`` counts.
+    One comparison of the first block per call (one host synchronization), up to float32 rounding.
+    """
+    if plan.mc_mode != "dropout" or logits.shape[0] < 2:
+        return  # DISTIL's whole-model train mode stays silent, as DISTIL is
+    # Stacked passes round differently from a single one (other matmul shapes): identical up to float32 rounding.
+    first = logits[:1].float()
+    if not bool((logits.float() - first).abs().max() <= 1e-5 * first.abs().max()):
+        return
+    warnings.warn(
+        f"{type(model).__name__} has no dropout module active in mc_mode {plan.mc_mode!r}: the {logits.shape[0]} MC "
+        "passes of the first batch are identical, so every score is that of one deterministic pass. Add dropout "
+        "(nn.Dropout*, nn.AlphaDropout, nn.MultiheadAttention, ...); if the model calls "
+        "F.dropout(training=self.training) itself, set args['mc_mode'] = 'train'.",
+        UserWarning,
+        stacklevel=_caller_stacklevel(),
+    )
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside this package and contextlib, for a warning issued by the caller
+    of this function."""
+    frame = sys._getframe(1)  # the function that calls warnings.warn: stacklevel 1
+    level = 1
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(_PACKAGE_DIR) or frame.f_code.co_filename == contextlib.__file__
+    ):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def _shifted(plan: MCPlan, start: int) -> MCPlan:

@@ -76,15 +76,29 @@ def dataset_length(where: str, name: str, dataset: Any) -> int:
 
 
 def as_logits(output: Any, rows: int, nclasses: int, where: str) -> torch.Tensor:
-    """Checks that a model output is a ``[rows, nclasses]`` floating tensor and returns it.
+    """The ``[rows, nclasses]`` floating logits of a model output: the output itself, its ``.logits`` (a Hugging
+    Face-style output object) or its ``"logits"`` key (a mapping).
 
     Raises:
-        TypeError: the output is not a floating tensor.
-        ValueError: its shape is not ``[rows, nclasses]``; the message names both class counts.
+        TypeError: the logits are not a floating tensor; for other output types the message says how to wrap the
+            model.
+        ValueError: their shape is not ``[rows, nclasses]``; the message names both class counts.
     """
-    if not isinstance(output, torch.Tensor) or not output.is_floating_point():
-        got = f"a {output.dtype} tensor" if isinstance(output, torch.Tensor) else type(output).__name__
-        raise TypeError(f"{where}: expected the model to return a floating tensor of logits, got {got}")
+    if not isinstance(output, torch.Tensor):
+        if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+            output = output["logits"]
+        elif isinstance(getattr(output, "logits", None), torch.Tensor):
+            output = output.logits
+        else:
+            raise TypeError(
+                f"{where}: expected the model to return a floating tensor of logits, got {type(output).__name__} "
+                "(an object with a .logits tensor or a mapping with a 'logits' key works too); wrap the model in an "
+                "nn.Module whose forward returns the logits tensor, e.g. `return self.model(x)[0]`"
+            )
+    if not output.is_floating_point():
+        raise TypeError(
+            f"{where}: expected the model to return a floating tensor of logits, got a {output.dtype} tensor"
+        )
     if output.dim() != 2:
         raise ValueError(
             f"{where}: expected the model to return logits of shape [batch, nclasses] = [{rows}, {nclasses}], "

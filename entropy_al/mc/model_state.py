@@ -8,7 +8,7 @@ BatchNorm running statistics; these managers exist to make that impossible.
 
 from __future__ import annotations
 
-import warnings
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -42,7 +42,7 @@ def is_dropout_like(module: nn.Module) -> bool:
 
 def _changed(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[bool]:
     """Whether each (current, snapshot) pair differs, with one host synchronization per device."""
-    changed = [current.shape != saved.shape or current.dtype != saved.dtype for current, saved in pairs]
+    changed = [_retyped(current, saved) for current, saved in pairs]
     by_device: dict[torch.device, list[int]] = {}
     for position, (current, _) in enumerate(pairs):
         if not changed[position]:
@@ -54,18 +54,61 @@ def _changed(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[bool]:
     return changed
 
 
+def _retyped(current: torch.Tensor, saved: torch.Tensor) -> bool:
+    return current.shape != saved.shape or current.dtype != saved.dtype or current.device != saved.device
+
+
+# The models inside a preserved_state block: id → (owning thread, depth). A second thread entering on the same model
+# would save the first one's MC flags as "the model's state" and restore those; the owning thread may re-enter (a
+# DISTIL-style acquire_scores runs the MC methods from inside select).
+_IN_USE: dict[int, tuple[int, int]] = {}
+_IN_USE_LOCK = threading.Lock()
+
+
+@contextmanager
+def _exclusive(model: nn.Module) -> Iterator[None]:
+    me = threading.get_ident()
+    key = id(model)
+    with _IN_USE_LOCK:
+        owner, depth = _IN_USE.get(key, (me, 0))
+        if owner != me:
+            raise RuntimeError(
+                f"{type(model).__name__}: this model is already in use by a select(), MC or prediction call in "
+                "another thread; its train/eval flags and weights cannot be shared by concurrent calls. Give each "
+                "thread its own copy of the model (copy.deepcopy(model)) or wait for the other call to return"
+            )
+        _IN_USE[key] = (me, depth + 1)
+    try:
+        yield
+    finally:
+        with _IN_USE_LOCK:
+            if depth == 0:
+                del _IN_USE[key]
+            else:
+                _IN_USE[key] = (me, depth)
+
+
 @contextmanager
 def preserved_state(model: nn.Module, *, parameters: bool = True) -> Iterator[None]:
     """Restores every module's ``training`` flag, buffers and (optionally) parameters on exit.
 
     Tensors are restored in place, into the original objects (an optimizer holding them keeps working), and
-    only where their values changed, so that untouched tensors keep their autograd version counters.
+    only where their values changed, so that untouched tensors keep their autograd version counters. A forward
+    that moved them to another dtype or device (``self.to(x.dtype)``) gets them back as they were.
+
+    One thread at a time: entering on a model that another thread is inside raises a ``RuntimeError``; the same
+    thread may nest blocks.
 
     Args:
         model: the module tree to protect.
         parameters: also snapshot the parameters. This costs one copy of the weights for the duration of the
             block; eval-mode inference never writes parameters, so eval-only callers pass ``False``.
     """
+    with _exclusive(model):
+        yield from _preserved_state(model, parameters)
+
+
+def _preserved_state(model: nn.Module, parameters: bool) -> Iterator[None]:
     modules = list(model.modules())
     flags = [module.training for module in modules]
     # (owner dict, name, original tensor, snapshot); shared tensors are copied once.
@@ -95,10 +138,12 @@ def preserved_state(model: nn.Module, *, parameters: bool = True) -> Iterator[No
             for (tensor, saved), changed in zip(pairs, _changed(pairs), strict=True):
                 if not changed:
                     continue
-                if tensor.shape == saved.shape and tensor.dtype == saved.dtype:
+                if not _retyped(tensor, saved):
                     tensor.copy_(saved)
-                else:  # resized in place: take the snapshot's storage, shape and dtype back
-                    tensor.set_(saved)
+                elif tensor.dtype == saved.dtype and tensor.device == saved.device:
+                    tensor.set_(saved)  # resized in place: take the snapshot's storage and shape back
+                else:  # moved to another dtype or device (Module.to swaps .data): swap the snapshot back in
+                    tensor.data = saved
 
 
 @contextmanager
@@ -108,8 +153,9 @@ def mc_mode(model: nn.Module, mode: str) -> Iterator[None]:
     Args:
         model: the network.
         mode: ``"dropout"``: ``model.eval()``, then only the modules of :data:`DROPOUT_LIKE` in train mode, so
-            BatchNorm uses its running statistics and scores do not depend on batch composition; warns when the
-            model has no such module (the passes would be identical). ``"train"``: DISTIL's ``model.train()``.
+            BatchNorm uses its running statistics and scores do not depend on batch composition (whether the
+            passes then differ is checked on the logits, by :func:`.engine.mc_logit_blocks`). ``"train"``:
+            DISTIL's ``model.train()``.
     """
     with preserved_state(model):
         if mode == "train":
@@ -119,14 +165,6 @@ def mc_mode(model: nn.Module, mode: str) -> Iterator[None]:
             stochastic = [module for module in model.modules() if is_dropout_like(module)]
             for module in stochastic:
                 module.training = True  # set the flag directly: .train() would also flip the children
-            if not stochastic:
-                warnings.warn(
-                    f"{type(model).__name__} has no dropout module (nn.Dropout*, nn.AlphaDropout, "
-                    "nn.MultiheadAttention, ...), so every MC pass gives the same output in mc_mode 'dropout'. "
-                    "If it calls F.dropout(training=self.training) itself, set args['mc_mode'] = 'train'.",
-                    UserWarning,
-                    stacklevel=4,
-                )
         else:
             raise ValueError(f"mc_mode: expected 'dropout' or 'train', got {mode!r}")
         yield

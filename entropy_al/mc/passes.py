@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .batches import iter_batches, iter_sampled_batches
+from .isolation import PassIsolation
 from .items import as_logits, call_model
 from .keyed import KeyedMCDropout
 from .plan import MCPlan, autocast_for
@@ -74,6 +75,7 @@ def mc_forward(
     offset: int | torch.Tensor = 0,
     grouping: PassGrouping | None = None,
     keyed: KeyedMCDropout | None = None,
+    isolation: PassIsolation | None = None,
 ) -> torch.Tensor:
     """Runs the ``n_drop`` passes of one batch; returns its ``[n_drop, rows, C]`` logits.
 
@@ -89,6 +91,8 @@ def mc_forward(
             depend on the batch, the stacking or the shard it runs in.
         grouping: the run's :class:`PassGrouping` (a fresh one, with ``plan.memory_budget``, when ``None``).
         keyed: the active :func:`entropy_al.mc.keyed_mc_dropout` handle, or ``None`` for torch's own dropout.
+        isolation: the run's :class:`.isolation.PassIsolation` (a fresh one when ``None``): every forward sees the
+            batch as given (or the trunk's output as computed), and each forward's logits survive the next one.
 
     Returns:
         The logits in the model's output dtype (the autocast dtype under ``amp_dtype``), pass-major.
@@ -96,21 +100,25 @@ def mc_forward(
     ids = _pool_ids(offset, rows, plan.id_base, plan.consistent) if keyed is not None else None
     if grouping is None:
         grouping = PassGrouping(plan.memory_budget)
+    if isolation is None:
+        isolation = PassIsolation(plan.where)
     with torch.no_grad(), autocast_for(plan.where, plan.amp_dtype, plan.device):
         if plan.split is None:
-            net, features = model, inputs
+            net, features, guard = model, inputs, isolation.model
             call = lambda batch: call_model(model, batch)  # noqa: E731
         else:
             # A trunk holds no dropout module; any functional dropout in it is keyed as pass 0, apart from the head's.
             with keyed.batch(ids, 0) if keyed is not None else contextlib.nullcontext():
-                features = call_model(plan.split.trunk, inputs)
-            net, call = plan.split.head, plan.split.head
+                features = isolation.model(lambda batch: call_model(plan.split.trunk, batch), inputs)
+            net, call, guard = plan.split.head, plan.split.head, isolation.head
         repeatable = stackable(features, rows)
-        blocks: list[torch.Tensor] = []
+        result: torch.Tensor | None = None
         done = 0
         while done < plan.n_drop:
             copies = grouping.next_copies(rows, plan.n_drop, plan.n_drop - done) if repeatable else 1
+            # Stacked copies are fresh tensors; a single pass runs on the batch itself, behind the input guard.
             batch = features if copies == 1 else stack_copies(features, copies)
+            run = (lambda batch: guard(call, batch)) if copies == 1 else call
             keys = contextlib.nullcontext()
             if keyed is not None:
                 # Row j·rows + i is pass done + j of the sample ids[i]: its masks depend on nothing else.
@@ -118,14 +126,21 @@ def mc_forward(
                 keys = keyed.batch(ids.repeat(copies), passes, first_site=0 if plan.split is None else 1 << 20)
             with keys:
                 if grouping.probing and repeatable:
-                    output, activation_bytes = measured_call(net, lambda batch=batch: call(batch))
+                    output, activation_bytes = measured_call(net, lambda batch=batch, run=run: run(batch))
                     grouping.bytes_per_sample = (activation_bytes + nbytes(features)) / max(1, rows)
                 else:
-                    output = call(batch)
-            logits = as_logits(output, copies * rows, plan.nclasses, plan.where)
-            blocks.append(logits.reshape(copies, rows, plan.nclasses))
+                    output = run(batch)
+            logits = isolation.own(as_logits(output, copies * rows, plan.nclasses, plan.where))
+            logits = logits.reshape(copies, rows, plan.nclasses)
+            if copies == plan.n_drop:
+                result = logits
+            else:  # each forward's logits are consumed before the next one runs
+                if result is None:
+                    result = logits.new_empty((plan.n_drop, rows, plan.nclasses))
+                result[done : done + copies] = logits
             done += copies
-    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+    assert result is not None  # n_drop >= 1
+    return result
 
 
 def fast_mc_blocks(
@@ -139,19 +154,20 @@ def fast_mc_blocks(
     stacked = plan.split.head if plan.split is not None else model
     # Read in the MC mode the caller set: stacking copies must not share batch statistics.
     grouping = PassGrouping(0 if uses_batch_statistics(stacked) else plan.memory_budget)
+    isolation = PassIsolation(plan.where)
     # The batch iterators are closed on any exit (contextlib.closing): when the model raises, the traceback keeps this
     # frame alive, and an unclosed iterator would keep its DataLoader workers (processes and threads) running.
     if plan.batch_sampler is not None:
         sampled = iter_sampled_batches(dataset, plan.batch_sampler, plan.device, plan.where, plan.num_workers)
         with contextlib.closing(sampled):
             for indices, _, inputs in sampled:
-                logits = mc_forward(model, inputs, indices.numel(), plan, indices, grouping, keyed)
+                logits = mc_forward(model, inputs, indices.numel(), plan, indices, grouping, keyed, isolation)
                 progress.advance(indices.numel())
                 yield indices, logits
         return
     batches = iter_batches(dataset, plan.batch_size, plan.buffer_size, plan.device, plan.where, plan.num_workers)
     with contextlib.closing(batches):
         for start, stop, _, inputs in batches:
-            logits = mc_forward(model, inputs, stop - start, plan, start, grouping, keyed)
+            logits = mc_forward(model, inputs, stop - start, plan, start, grouping, keyed, isolation)
             progress.advance(stop - start)
             yield start, logits

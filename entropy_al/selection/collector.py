@@ -126,7 +126,7 @@ class TopKCollector:
         if self._topk is None:
             keys = torch.empty(0, dtype=torch.int64)
             return keys, self.tracker.summary(keys.device)
-        return self._topk.state, self.tracker.summary(self._topk.device)
+        return self._topk.keys(), self.tracker.summary(self._topk.device)
 
     def result(self) -> tuple[list[int], int, int]:
         """Selected pool indices (best first), first broken pool index (-1 if none) and broken count.
