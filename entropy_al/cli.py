@@ -41,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-drop", **option, help=f"MC-dropout passes (default {defaults.n_drop})")
     demo.add_argument("--dropout", type=float, default=None, help=f"dropout rate (default {defaults.dropout})")
     demo.add_argument(
-        "--strategies", nargs="+", choices=STRATEGIES, default=None, help="strategies to compare (default: all)"
+        "--strategies",
+        nargs="+",
+        choices=STRATEGIES,
+        default=None,
+        help="strategies to compare (default: all but batchbald)",
     )
     demo.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     demo.add_argument("--out", default=None, help=f"output directory (default ./{defaults.out})")

@@ -66,10 +66,12 @@ def test_demo_writes_table_json_and_png(tmp_path: Path, capsys: pytest.CaptureFi
     assert "±" not in text and "one seed" in text  # one seed has no spread to show, not a spread of 0.0
     raw = json.loads((tmp_path / "results.json").read_text())
     assert raw["labeled_sizes"] == SIZES
-    assert {name: np.shape(acc) for name, acc in raw["accuracy"].items()} == dict.fromkeys(demo.STRATEGIES, (1, 3))
+    assert {name: np.shape(acc) for name, acc in raw["accuracy"].items()} == dict.fromkeys(
+        demo.DEFAULT_STRATEGIES, (1, 3)
+    )
     # Classes among each acquired batch's labels: between 1 and the batch (10 here), per seed and round.
     distinct = {name: np.asarray(counts) for name, counts in raw["distinct_classes"].items()}
-    assert {name: counts.shape for name, counts in distinct.items()} == dict.fromkeys(demo.STRATEGIES, (1, 2))
+    assert {name: counts.shape for name, counts in distinct.items()} == dict.fromkeys(demo.DEFAULT_STRATEGIES, (1, 2))
     assert all(((counts >= 1) & (counts <= 10)).all() for counts in distinct.values())
 
 
@@ -95,7 +97,7 @@ def test_demo_learns_and_labels_budget_per_round(tmp_path: Path, monkeypatch: py
     config = demo.DemoConfig(**demo.QUICK, out=str(tmp_path), progress=False)
     result = demo.run_demo(config)
 
-    assert trained_on == SIZES * len(demo.STRATEGIES)  # one seed; strategies run one after another
+    assert trained_on == SIZES * len(demo.DEFAULT_STRATEGIES)  # one seed; strategies run one after another
     assert all(len(p) == 2 * config.budget for p in picks.values())
     assert picks["entropy"] != picks["random"] and picks["bald"] != picks["random"]
     for name, accuracy in result.accuracy.items():
